@@ -1,0 +1,168 @@
+"""At the end of fitting: ascend the top designs, score them once with the oracle, write results."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.utilities import rank_zero_info
+
+from lightning_mbo.functional.ascent import AscentOptimizer, gradient_ascent
+from lightning_mbo.functional.metrics import score_percentiles
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Write through a temporary file in the same folder, then rename over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_npy(path: Path, array: np.ndarray) -> None:
+    _atomic_write(path, lambda f: np.save(f, array))
+
+
+def save_json(path: Path, obj: dict[str, Any]) -> None:
+    _atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
+
+
+class DesignAscent(Callback):
+    """Design ascent and oracle scoring once fitting ends.
+
+    Takes the top ``num_candidates`` visible designs from the datamodule, ascends the
+    model's objective (the model supplies it, and Tri-mentoring a per-step hook), decodes the
+    final designs, scores them once with the oracle and logs the normalised 100th/80th/50th
+    percentiles. Writes ``designs.npy`` (raw designs), ``scores.npy`` (raw oracle scores) and
+    ``results.json`` atomically into the run's log directory. Under DDP the candidates are split
+    across ranks and gathered before rank 0 scores and writes.
+
+    Args:
+        steps: ascent steps (``null``: the model's default).
+        lr: ascent step size (``null``: the model's default).
+        optimizer: ``sgd`` or ``adam`` (``null``: the model's default).
+        num_candidates: designs handed back (the protocol's 128).
+        output_dir: where results go (``null``: the trainer's log directory).
+    """
+
+    def __init__(
+        self,
+        steps: int | None = None,
+        lr: float | None = None,
+        optimizer: AscentOptimizer | None = None,
+        num_candidates: int = 128,
+        output_dir: str | None = None,
+    ) -> None:
+        self.steps, self.lr, self.optimizer = steps, lr, optimizer
+        self.num_candidates = num_candidates
+        self.output_dir = output_dir
+        self.results: dict[str, Any] | None = None
+        self._fit_start = time.perf_counter()
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._fit_start = time.perf_counter()
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.interrupted:
+            return
+        self.run(trainer, pl_module, trainer.datamodule)
+
+    def settings(self, pl_module: pl.LightningModule) -> dict[str, Any]:
+        """The ascent's steps, lr and optimizer: this callback's, else the model's defaults."""
+        out = dict(pl_module.ascent_defaults())
+        for key in ("steps", "lr", "optimizer"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        return out
+
+    def run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, datamodule) -> dict[str, Any] | None:
+        """Ascend, score, log and write; returns the results on rank 0."""
+        t0 = time.perf_counter()
+        fit_seconds = t0 - self._fit_start
+        cfg = self.settings(pl_module)
+        x0 = datamodule.starting_designs(self.num_candidates).to(pl_module.device)
+        rank, world = trainer.global_rank, trainer.world_size
+        if self.num_candidates % world:
+            raise ValueError(f"{self.num_candidates} candidates do not split evenly over {world} processes")
+        mine = torch.arange(self.num_candidates, device=x0.device).tensor_split(world)[rank]
+        was_training = pl_module.training
+        pl_module.eval()
+        objective, hook = pl_module.ascent_objective(x0[mine], candidate_ids=mine) if _takes_ids(pl_module) \
+            else pl_module.ascent_objective(x0[mine])
+        result = gradient_ascent(x0[mine], objective, cfg["steps"], cfg["lr"], cfg["optimizer"], hook)
+        pl_module.train(was_training)
+        x, traj = result.x, result.trajectory
+        if world > 1:
+            x = trainer.strategy.all_gather(x).reshape(self.num_candidates, -1)
+            traj = trainer.strategy.all_gather(traj).permute(1, 0, 2).reshape(traj.shape[0], -1)
+        ascent_seconds = time.perf_counter() - t0
+        if rank != 0:
+            return None
+
+        designs = datamodule.decode(x)
+        scores = datamodule.score(designs)
+        normalized = datamodule.normalize_score(scores)
+        task = datamodule.task
+        pred = datamodule.denormalize_y(traj.float().cpu())
+        results: dict[str, Any] = {
+            "task": task.name,
+            "method": pl_module.method_name(),
+            "seed": _seed(trainer, datamodule),
+            **score_percentiles(normalized),
+            "best_visible": task.best_visible,
+            "num_candidates": self.num_candidates,
+            "ascent": cfg,
+            "mean_predicted_final": float(pred[-1].mean()),
+            "fit_seconds": fit_seconds,
+            "ascent_seconds": ascent_seconds,
+            "wall_seconds": fit_seconds + ascent_seconds,
+        }
+        self.results = results
+        self._log(trainer, results, pred)
+        out = Path(self.output_dir) if self.output_dir else Path(trainer.log_dir or trainer.default_root_dir)
+        save_npy(out / "designs.npy", designs)
+        save_npy(out / "scores.npy", scores)
+        save_json(out / "results.json", results)
+        rank_zero_info(
+            f"{task.name} {results['method']}: normalised score 100th {results['score_100th']:.3f}, "
+            f"80th {results['score_80th']:.3f}, 50th {results['score_50th']:.3f} "
+            f"(D(best) {task.best_visible:.3f}); results in {out}"
+        )
+        return results
+
+    def _log(self, trainer: pl.Trainer, results: dict[str, Any], pred: torch.Tensor) -> None:
+        step = trainer.global_step
+        for logger in trainer.loggers:
+            metrics = {f"design/{k}": v for k, v in results.items() if k.startswith("score_")}
+            logger.log_metrics(metrics, step=step)
+            exp = getattr(logger, "experiment", None)
+            if exp is not None and hasattr(exp, "add_scalar"):
+                # Predicted-score trajectory over ascent steps (mean and max over candidates).
+                for t in range(pred.shape[0]):
+                    exp.add_scalar("design/predicted_mean", float(pred[t].mean()), t)
+                    exp.add_scalar("design/predicted_max", float(pred[t].max()), t)
+            logger.save()
+
+
+def _takes_ids(pl_module: pl.LightningModule) -> bool:
+    import inspect  # noqa: PLC0415
+
+    return "candidate_ids" in inspect.signature(pl_module.ascent_objective).parameters
+
+
+def _seed(trainer: pl.Trainer, datamodule) -> int | None:
+    seed = os.environ.get("PL_GLOBAL_SEED")
+    return int(seed) if seed is not None else getattr(datamodule.hparams, "seed", None)

@@ -1,0 +1,75 @@
+"""The command line: ``python -m lightning_mbo fit --config configs/<task>/<method>.yaml``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from pytorch_lightning import LightningModule, Trainer
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+
+from lightning_mbo.callbacks.design_ascent import DesignAscent
+from lightning_mbo.data.datamodule import MBODataModule
+from lightning_mbo.methods.surrogate import Surrogate
+
+#: The config of a plain `python -m lightning_mbo fit`: TFBind8, small enough for a laptop CPU.
+DEFAULT_CONFIG = Path(__file__).parent / "default.yaml"
+
+
+class MBOTrainer(Trainer):
+    """A Trainer with one more entry point: design ascent on a saved checkpoint."""
+
+    def ascend(self, model: LightningModule, datamodule: MBODataModule, ckpt_path: str | None = None) -> Any:
+        """Re-run design ascent and oracle scoring on ``ckpt_path`` without retraining.
+
+        Args:
+            model: the model, built from the same config as the checkpoint.
+            datamodule: the data, built from the same config.
+            ckpt_path: the checkpoint (e.g. ``logs/.../checkpoints/last.ckpt``).
+        """
+        if ckpt_path is None:
+            raise ValueError("ascend needs --ckpt_path: the checkpoint whose model should ascend")
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        model.load_state_dict(ckpt["state_dict"])
+        dm_state = ckpt.get(type(datamodule).__qualname__)
+        if dm_state:
+            datamodule.load_state_dict(dm_state)
+        callbacks = [c for c in self.callbacks if isinstance(c, DesignAscent)] or [DesignAscent()]
+        model.trainer = self
+        self.strategy.connect(model)
+        return callbacks[0].run(self, model, datamodule)
+
+
+class MBOCLI(LightningCLI):
+    """LightningCLI that links the datamodule's input size into the model."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.link_arguments("data.input_dim", "model.init_args.input_dim", apply_on="instantiate")
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        return {**LightningCLI.subcommands(), "ascend": {"model", "datamodule"}}
+
+
+def with_default_config(args: list[str]) -> list[str]:
+    """``fit`` (or ``ascend``) without any ``--config`` runs the shipped default config."""
+    if args and args[0] in ("fit", "ascend") and not any(a == "--config" or a.startswith("--config=") for a in args):
+        return [args[0], "--config", str(DEFAULT_CONFIG), *args[1:]]
+    return args
+
+
+def main(args: list[str] | None = None, run: bool = True) -> MBOCLI:
+    """Entry point; ``args`` lets tests run the CLI in-process."""
+    args = with_default_config(list(sys.argv[1:] if args is None else args))
+    return MBOCLI(
+        Surrogate,
+        MBODataModule,
+        trainer_class=MBOTrainer,
+        subclass_mode_model=True,
+        seed_everything_default=0,
+        args=args,
+        run=run,
+        save_config_kwargs={"overwrite": True},
+    )

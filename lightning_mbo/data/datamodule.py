@@ -1,0 +1,221 @@
+"""The LightningDataModule over a design-bench task."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, IterableDataset
+
+from lightning_mbo.tasks.task import Subsample, Task
+
+
+def _dist_rank_world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+class MemberBatches(IterableDataset):
+    """Batches for ``M`` stacked members, each member with its own data order.
+
+    Every epoch each member draws its own permutation of its own training rows; batch ``b``
+    is the ``(M, B)`` block of row indices ``[b*B, (b+1)*B)`` of those permutations. Under
+    DDP the GLOBAL batch is split into equal contiguous parts, one per rank, so that ``W``
+    processes see exactly the rows one process would.
+
+    Args:
+        x: ``(N, D)`` normalised features.
+        y: ``(N,)`` normalised scores.
+        rows: ``(M, n)`` row indices each member trains on.
+        batch_size: global batch size ``B``.
+        shuffle: draw a permutation per epoch and member (else keep ``rows``' order).
+        seed: base seed; the permutation of an epoch depends on (seed, epoch) only.
+        epoch_fn: returns the current epoch (so a resumed run draws the same orders).
+        drop_last: drop the last incomplete batch.
+    """
+
+    def __init__(
+        self,
+        x: Tensor,
+        y: Tensor,
+        rows: Tensor,
+        batch_size: int,
+        shuffle: bool,
+        seed: int,
+        epoch_fn: Callable[[], int] = lambda: 0,
+        drop_last: bool = False,
+    ) -> None:
+        self.x, self.y, self.rows = x, y, rows
+        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+        self.epoch_fn, self.drop_last = epoch_fn, drop_last
+
+    def __len__(self) -> int:
+        n = self.rows.shape[1]
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def order(self, epoch: int) -> Tensor:
+        """``(M, n)`` row indices in the order of ``epoch``."""
+        if not self.shuffle:
+            return self.rows
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        perm = torch.rand(self.rows.shape, generator=g).argsort(dim=1)
+        return torch.gather(self.rows, 1, perm)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        rank, world = _dist_rank_world()
+        order = self.order(self.epoch_fn())
+        for b in range(len(self)):
+            idx = order[:, b * self.batch_size:(b + 1) * self.batch_size]
+            idx = torch.tensor_split(idx, world, dim=1)[rank]
+            yield self.x[idx], self.y[idx]
+
+
+class MBODataModule(pl.LightningDataModule):
+    """Batches of normalised designs and scores of one design-bench task, and what design
+    ascent needs: starting points, decoding, the oracle and normalised scoring.
+
+    The task is loaded when the module is built, so ``input_dim`` is known at once (the CLI
+    links it into the model). How many stacked members the model trains, and whether each
+    gets its own train/validation split, is read from the model when the loaders are built
+    (its ``num_members`` and ``per_member_split`` attributes).
+
+    Args:
+        task: design-bench task name, e.g. ``TFBind8-Exact-v0``.
+        data_dir: design-bench data directory (else ``$LIGHTNING_MBO_DATA_DIR``, an installed
+            design_bench's data, or the shipped TFBind8).
+        batch_size: global training batch size.
+        val_size: rows held out for validation: a count (>= 1) or a fraction (< 1).
+        max_samples: visible rows to keep (None: the task's default; 0: all).
+        subsample: how max_samples rows are chosen: ``random`` (seeded) or ``stride`` (over y-sorted rows).
+        normalize_x: z-score the (encoded) designs.
+        normalize_y: z-score the scores.
+        num_starts: number of starting designs for ascent (the top visible ones).
+        seed: seed of splits, subsampling and data order.
+        drop_last: drop the last incomplete training batch.
+    """
+
+    def __init__(
+        self,
+        task: str = "TFBind8-Exact-v0",
+        data_dir: str | None = None,
+        batch_size: int = 128,
+        val_size: float = 200,
+        max_samples: int | None = None,
+        subsample: Subsample = "random",
+        normalize_x: bool = True,
+        normalize_y: bool = True,
+        num_starts: int = 128,
+        seed: int = 0,
+        drop_last: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.task = Task(task, data_dir=data_dir, max_samples=max_samples, subsample=subsample, seed=seed)
+        features = self.task.encode(self.task.x)
+        if normalize_x:
+            mean, std = features.mean(0), features.std(0, unbiased=False)
+            std = torch.where(std == 0, torch.ones_like(std), std)
+        else:
+            mean, std = torch.zeros(features.shape[1]), torch.ones(features.shape[1])
+        y = torch.as_tensor(self.task.y, dtype=torch.float32)
+        if normalize_y:
+            y_mean, y_std = y.mean(), y.std(unbiased=False)
+            y_std = torch.where(y_std == 0, torch.ones_like(y_std), y_std)
+        else:
+            y_mean, y_std = torch.tensor(0.0), torch.tensor(1.0)
+        self.x_mean, self.x_std, self.y_mean, self.y_std = mean, std, y_mean, y_std
+        self.x = (features - mean) / std
+        self.y = (y - y_mean) / y_std
+        n = len(self.y)
+        n_val = int(round(val_size * n)) if val_size < 1 else int(val_size)
+        if not 0 <= n_val < n:
+            raise ValueError(f"val_size={val_size} leaves no training rows out of {n}")
+        self.n_val = n_val
+        self.train_rows: Tensor | None = None
+        self.val_rows: Tensor | None = None
+
+    # --- what the rest of the framework asks for -----------------------------------------
+    @property
+    def input_dim(self) -> int:
+        """Flattened size of an encoded design."""
+        return self.task.input_dim
+
+    def _model_attr(self, name: str, default):
+        model = self.trainer.lightning_module if self.trainer is not None else None
+        return getattr(model, name, default)
+
+    def split(self, members: int, per_member: bool) -> tuple[Tensor, Tensor]:
+        """``(M, n_train)`` and ``(M, n_val)`` row indices, seeded; one split for all members
+        unless ``per_member``."""
+        g = torch.Generator().manual_seed(self.hparams.seed)
+        n = len(self.y)
+        perms = torch.rand((members if per_member else 1, n), generator=g).argsort(dim=1)
+        perms = perms.expand(members, n)
+        return perms[:, self.n_val:].contiguous(), perms[:, :self.n_val].contiguous()
+
+    def setup(self, stage: str | None = None) -> None:
+        members = int(self._model_attr("num_members", 1))
+        per_member = bool(self._model_attr("per_member_split", False))
+        self.train_rows, self.val_rows = self.split(members, per_member)
+
+    def _epoch(self) -> int:
+        return self.trainer.current_epoch if self.trainer is not None else 0
+
+    def train_dataloader(self) -> DataLoader:
+        if self.train_rows is None:
+            self.setup("fit")
+        ds = MemberBatches(self.x, self.y, self.train_rows, self.hparams.batch_size, True, self.hparams.seed,
+                           self._epoch, self.hparams.drop_last)
+        return DataLoader(ds, batch_size=None)
+
+    def val_dataloader(self) -> DataLoader:
+        if self.val_rows is None:
+            self.setup("fit")
+        # Validation rows in fixed order, 4096 at a time.
+        ds = MemberBatches(self.x, self.y, self.val_rows, 4096, False, self.hparams.seed)
+        return DataLoader(ds, batch_size=None)
+
+    def starting_designs(self, k: int | None = None) -> Tensor:
+        """The ``k`` best visible designs, normalised features ``(k, input_dim)``."""
+        raw, _ = self.task.top_k(k or self.hparams.num_starts)
+        return self.normalize_x(self.task.encode(raw))
+
+    def normalize_x(self, features: Tensor) -> Tensor:
+        return (features - self.x_mean.to(features)) / self.x_std.to(features)
+
+    def denormalize_x(self, z: Tensor) -> Tensor:
+        return z * self.x_std.to(z) + self.x_mean.to(z)
+
+    def denormalize_y(self, y: Tensor) -> Tensor:
+        return y * self.y_std.to(y) + self.y_mean.to(y)
+
+    def decode(self, z: Tensor) -> np.ndarray:
+        """Normalised features ``(n, input_dim)`` -> raw designs (integers for discrete tasks)."""
+        return self.task.decode(self.denormalize_x(z.detach().float().cpu()))
+
+    def score(self, designs: np.ndarray) -> np.ndarray:
+        """Raw oracle scores ``(n,)`` of raw designs."""
+        return self.task.score(designs)
+
+    def normalize_score(self, y: np.ndarray) -> np.ndarray:
+        return self.task.normalize_score(y)
+
+    # --- checkpointed state: normalisation statistics -------------------------------------
+    def state_dict(self) -> dict[str, Tensor]:
+        return {"x_mean": self.x_mean, "x_std": self.x_std, "y_mean": self.y_mean, "y_std": self.y_std}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        for key, value in state.items():
+            mine = getattr(self, key)
+            if mine.shape != value.shape or not torch.allclose(mine, value.to(mine)):
+                raise ValueError(
+                    f"the checkpoint's normalisation statistic {key} differs from this data's; the checkpoint "
+                    f"was trained on other data (task, max_samples or normalisation settings differ)"
+                )

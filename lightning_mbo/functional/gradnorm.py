@@ -1,0 +1,322 @@
+"""Gradient-norm penalty of IGNITE, computed per ensemble member (pure torch).
+
+IGNITE (Dao, Nguyen, Truong, Hoang, "Incorporating Surrogate Gradient Norm to Improve
+Offline Optimization Techniques", NeurIPS 2024; METHODS.md section 3) trains a surrogate
+under a bound on its sharpness. With ``h(ω)`` the mean surrogate prediction over a batch,
+sharpness is bounded by ``ρ·||∇_ω h(ω)||`` (the L2 norm over ALL trainable parameters
+together) and the surrogate solves
+
+    min_ω L_D(ω)   s.t.   ρ·||∇_ω h(ω)|| <= ε,
+
+through the Lagrangian ``L(ω, λ) = L_D(ω) + λ(ρ·||∇_ω h(ω)|| − ε)`` and the basic
+differential multiplier method (BDMM), both steps once per minibatch:
+
+    ω <- ω − η_ω (∇_ω L_D(ω) + λ·ρ·∇_ω ||∇_ω h(ω)||)     (descent, the surrogate's optimizer)
+    λ <- λ + η_λ (ρ·||∇_ω h(ω)|| − ε)                    (ascent, norm taken before the ω step)
+
+Everything here works per ensemble member: every parameter tensor has the member dimension
+``M`` first (as in :class:`lightning_mbo.nn.StackedMLP`), ``h`` has shape ``(M,)`` with
+``h[m]`` member m's mean prediction, and member m's norm ``||∇h_m||`` is the L2 norm over
+the slices ``[m]`` of all parameters together. Members are independent, so the gradient of
+``Σ_m h_m`` restricted to slice ``[m]`` is exactly ``∇h_m``; each member has its own ``λ_m``.
+
+The gradient of the norm, ``∇_ω ||∇_ω h|| = H ∇h / ||∇h||`` (``H`` the Hessian of ``h``),
+has two implementations:
+
+* :func:`norm_gradient_exact`: double backward through ``∇_ω h`` (``create_graph``).
+* :func:`norm_gradient_finite_difference`: what the authors ran. With
+  ``u = ∇h/||∇h||``, ``H u ≈ (∇h(ω + r·u) − ∇h(ω)) / r`` (error ``O(r)``); the parameter
+  shift is undone afterwards by copying saved values back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "constraint_violation",
+    "dual_update",
+    "grad_h",
+    "member_norms",
+    "norm_gradient_exact",
+    "norm_gradient_finite_difference",
+    "penalty_gradients",
+]
+
+NormGradientMode = Literal["exact", "finite_difference"]
+#: Averages a list of per-parameter tensors over data-parallel ranks (``None``: one process).
+Reduce = Callable[[list[Tensor]], list[Tensor]]
+
+
+def _members_of(tensors: Sequence[Tensor]) -> int:
+    """Return the common leading (member) dimension ``M`` of ``tensors``."""
+    if len(tensors) == 0:
+        raise ValueError("expected at least one tensor")
+    sizes = {t.shape[0] if t.dim() > 0 else None for t in tensors}
+    if len(sizes) != 1 or None in sizes:
+        shapes = [tuple(t.shape) for t in tensors]
+        raise ValueError(f"every tensor must have the same leading member dimension M, got shapes {shapes}")
+    return next(iter(sizes))
+
+
+def _per_member(v: Tensor, like: Tensor) -> Tensor:
+    """View the ``(M,)`` vector ``v`` as ``(M, 1, ..., 1)`` to broadcast against ``like``."""
+    return v.reshape(v.shape[0], *([1] * (like.dim() - 1)))
+
+
+def _check_h(h: Tensor, params: Sequence[Tensor]) -> None:
+    members = _members_of(params)
+    if h.dim() != 1 or h.shape[0] != members:
+        raise ValueError(
+            f"h must have shape (M,) = ({members},) matching the parameters, got {tuple(h.shape)}"
+        )
+
+
+def member_norms(grads: Sequence[Tensor]) -> Tensor:
+    """Per-member L2 norm over all parameter slices together.
+
+    ``norms[m] = sqrt(Σ_k ||grads[k][m]||²)``, the norm ``||∇_ω h_m||`` of METHODS 3 when
+    ``grads`` is the output of :func:`grad_h`.
+
+    The square root is guarded: a member whose squared norm is exactly 0 gets norm 0 and a
+    zero (not NaN) derivative, so the result is safe to differentiate through (double backward).
+
+    Args:
+        grads: tensors of shapes ``(M, ...)``, all with the same leading ``M``.
+
+    Returns:
+        ``(M,)`` norms, in the dtype of the tensors.
+    """
+    members = _members_of(grads)
+    sq = torch.stack([g.reshape(members, -1).pow(2).sum(dim=1) for g in grads]).sum(dim=0)
+    positive = sq > 0
+    safe_sq = torch.where(positive, sq, torch.ones_like(sq))
+    return torch.where(positive, safe_sq.sqrt(), torch.zeros_like(sq))
+
+
+def grad_h(h: Tensor, params: Sequence[Tensor], create_graph: bool = False) -> list[Tensor]:
+    """Gradient ``∇_ω Σ_m h_m`` with respect to ``params``.
+
+    Because members are independent, slice ``[m]`` of each returned tensor is member m's own
+    gradient ``∇_{ω_m} h_m``. Parameters ``h`` does not depend on get zeros. Gradients are
+    returned (``torch.autograd.grad``), never accumulated into ``.grad``.
+
+    Args:
+        h: ``(M,)`` per-member mean predictions, built from ``params``.
+        params: tensors of shapes ``(M, ...)``.
+        create_graph: keep the graph of the gradient so it can be differentiated again
+            (needed by :func:`norm_gradient_exact`).
+
+    Returns:
+        One tensor per parameter, same shapes as ``params``.
+    """
+    params = list(params)
+    _check_h(h, params)
+    if not h.requires_grad:
+        return [torch.zeros_like(p) for p in params]
+    grads = torch.autograd.grad(h.sum(), params, create_graph=create_graph, allow_unused=True)
+    return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
+
+
+def norm_gradient_exact(
+    h: Tensor, params: Sequence[Tensor], reduce: Reduce | None = None
+) -> tuple[Tensor, list[Tensor]]:
+    """Exact ``∇_ω ||∇_ω h||`` per member, by double backward.
+
+    Computes ``g = ∇_ω h`` with ``create_graph=True``, the norms ``||g_m||`` and then the
+    gradient of ``Σ_m ||g_m||``; slice ``[m]`` of the result is
+    ``∇_{ω_m} ||∇h_m|| = H_m ∇h_m / ||∇h_m||``. A member with ``||∇h_m|| = 0`` gets a zero
+    gradient (no NaN).
+
+    Args:
+        h: ``(M,)`` per-member mean predictions, built from ``params`` with grad enabled.
+        params: tensors of shapes ``(M, ...)``.
+        reduce: data-parallel average. With it, ``h`` is this rank's share of the global batch;
+            ``g = reduce(∇h_local)`` is the global gradient, ``u = g/||g||``, and the result is
+            ``reduce(H_local u)`` = ``H u``, the exact gradient of the global norm, computed as a
+            Hessian-vector product of each rank's own graph.
+
+    Returns:
+        ``(norms, grads)``: detached ``(M,)`` norms ``||∇h_m||`` and one detached tensor per
+        parameter, same shapes as ``params``.
+    """
+    params = list(params)
+    grads = grad_h(h, params, create_graph=True)
+    if reduce is not None:
+        g = reduce([x.detach() for x in grads])
+        norms = member_norms(g)
+        inv = torch.where(norms > 0, 1.0 / torch.where(norms > 0, norms, torch.ones_like(norms)), 0.0)
+        dot = sum((x * gg * _per_member(inv, gg)).sum() for x, gg in zip(grads, g, strict=True))
+        if not dot.requires_grad:
+            return norms, [torch.zeros_like(p) for p in params]
+        hvp = torch.autograd.grad(dot, params, allow_unused=True)
+        return norms, reduce([torch.zeros_like(p) if v is None else v.detach() for p, v in zip(params, hvp,
+                                                                                           strict=True)])
+    norms = member_norms(grads)
+    total = norms.sum()
+    if not total.requires_grad:  # e.g. h affine in ω: ∇h is constant, so ∇||∇h|| = 0
+        return norms.detach(), [torch.zeros_like(p) for p in params]
+    out = torch.autograd.grad(total, params, allow_unused=True)
+    return norms.detach(), [
+        torch.zeros_like(p) if g is None else g.detach() for p, g in zip(params, out, strict=True)
+    ]
+
+
+def norm_gradient_finite_difference(
+    h_fn: Callable[[], Tensor],
+    params: Sequence[Tensor],
+    r: float = 0.05,
+    grads: list[Tensor] | None = None,
+    reduce: Reduce | None = None,
+) -> tuple[Tensor, list[Tensor]]:
+    """Finite-difference ``∇_ω ||∇_ω h||`` per member, as in the authors' released code.
+
+    With ``g = ∇h(ω)`` and ``u_m = g_m / ||g_m||`` per member::
+
+        ∇_{ω_m} ||∇h_m|| = H_m u_m ≈ (∇h_m(ω + r·u) − ∇h_m(ω)) / r        (error O(r))
+
+    The parameters are shifted in place (``ω <- ω + r·u``, under ``no_grad``, through
+    ``.data``), the gradient is recomputed by calling ``h_fn`` again, and then every
+    parameter is restored bit for bit by copying back a saved copy (even if ``h_fn``
+    raises). Since the restore is exact and goes through ``.data``, an autograd graph built
+    from ``params`` before this call (e.g. the data loss) can still be backpropagated after
+    it. Members with ``||∇h_m|| = 0`` are not shifted and get a zero estimate.
+
+    Args:
+        h_fn: re-runs the forward on the SAME batch and returns ``(M,)`` per-member mean
+            predictions; it must be deterministic (no fresh dropout masks or noise).
+        params: tensors of shapes ``(M, ...)`` that ``h_fn`` reads (leaf parameters).
+        r: step size of the difference (METHODS 3: ``r = 0.05``).
+        grads: ``∇h`` at the current point if already available (skips one forward and
+            backward); computed from ``h_fn()`` otherwise.
+        reduce: data-parallel average applied to every ``∇h`` (both points), so that the norm,
+            the shift and the estimate are those of the global batch, identical on every rank.
+
+    Returns:
+        ``(norms, estimate)``: ``(M,)`` norms ``||∇h_m||`` at the unshifted point and one
+        tensor per parameter, same shapes as ``params``.
+    """
+    if r <= 0:
+        raise ValueError(f"r must be > 0, got {r}")
+    params = list(params)
+    if grads is None:
+        grads = grad_h(h_fn(), params)
+        if reduce is not None:
+            grads = reduce(grads)
+    if len(grads) != len(params):
+        raise ValueError(f"got {len(grads)} gradients for {len(params)} parameters")
+    grads = [g.detach() for g in grads]
+    norms = member_norms(grads)
+    active = norms > 0
+    inv_norm = torch.where(active, 1.0 / torch.where(active, norms, torch.ones_like(norms)), 0.0)
+
+    saved = [p.detach().clone() for p in params]
+    try:
+        with torch.no_grad():
+            for p, g in zip(params, grads, strict=True):
+                p.data.add_(g * _per_member(inv_norm * r, g).to(g.dtype))
+        shifted = grad_h(h_fn(), params)
+        if reduce is not None:
+            shifted = reduce([g.detach() for g in shifted])
+    finally:
+        with torch.no_grad():
+            for p, s in zip(params, saved, strict=True):
+                p.data.copy_(s)
+
+    estimate = [
+        torch.where(_per_member(active, g), (gs.detach() - g) / r, torch.zeros_like(g))
+        for g, gs in zip(grads, shifted, strict=True)
+    ]
+    return norms, estimate
+
+
+def constraint_violation(norms: Tensor, rho: float, eps: float) -> Tensor:
+    """Constraint value ``ρ·||∇h|| − ε`` (positive when violated).
+
+    Args:
+        norms: ``(M,)`` gradient norms ``||∇h_m||``.
+        rho: perturbation radius ``ρ`` (METHODS 3: 0.05).
+        eps: sharpness budget ``ε`` (METHODS 3: 0.1).
+
+    Returns:
+        ``(M,)`` violations.
+    """
+    return rho * norms - eps
+
+
+def dual_update(lmbda: Tensor, violation: Tensor, lr: float, clamp: bool = False) -> Tensor:
+    """BDMM gradient ascent on the multiplier: ``λ <- λ + η_λ·(ρ·||∇h|| − ε)``.
+
+    The released IGNITE code never clamps, so ``λ`` may become negative (it then pulls
+    ``ρ·||∇h||`` up towards ``ε``); ``clamp=True`` projects onto ``λ >= 0`` as in the
+    paper's intent.
+
+    Args:
+        lmbda: current multipliers, ``(M,)`` (or a scalar).
+        violation: ``(M,)`` output of :func:`constraint_violation`, measured before the ω step.
+        lr: dual step size ``η_λ`` (METHODS 3: 1e-3).
+        clamp: clamp the result at 0.
+
+    Returns:
+        New multipliers (a new detached tensor; ``lmbda`` is not modified).
+    """
+    new = lmbda.detach() + lr * violation.detach().to(lmbda.dtype)
+    return new.clamp_min(0.0) if clamp else new
+
+
+def penalty_gradients(
+    h_fn: Callable[[], Tensor],
+    params: Sequence[Tensor],
+    lmbda: Tensor | float,
+    rho: float,
+    mode: NormGradientMode,
+    r: float = 0.05,
+    reduce: Reduce | None = None,
+) -> tuple[list[Tensor], Tensor]:
+    """Penalty part of the BDMM descent direction, ``λ_m·ρ·∇_{ω_m} ||∇h_m||`` per member.
+
+    Typical use in a training step (one call per minibatch)::
+
+        loss.backward()                                   # data-loss gradients in p.grad
+        pen, norms = penalty_gradients(h_fn, params, lmbda, rho, "finite_difference", r)
+        for p, g in zip(params, pen):
+            p.grad += g
+        optimizer.step()
+        lmbda = dual_update(lmbda, constraint_violation(norms, rho, eps), lr_lambda)
+
+    Nothing is written to ``.grad`` and the parameters are left exactly as they were.
+
+    Args:
+        h_fn: returns ``(M,)`` per-member mean predictions on the current batch (called once
+            in ``"exact"`` mode, twice in ``"finite_difference"`` mode).
+        params: tensors of shapes ``(M, ...)``.
+        lmbda: ``(M,)`` multipliers (one per member) or a scalar shared by all.
+        rho: ``ρ``.
+        mode: ``"exact"`` (double backward) or ``"finite_difference"`` (the authors' method).
+        r: finite-difference step, used only in ``"finite_difference"`` mode.
+        reduce: data-parallel average (DDP): the constraint is that of the global batch and
+            the result is identical on every rank. ``None`` in one process.
+
+    Returns:
+        ``(penalty_grads, norms)``: one detached tensor per parameter and the ``(M,)`` norms
+        ``||∇h_m||`` measured before any update.
+    """
+    params = list(params)
+    members = _members_of(params)
+    if mode == "exact":
+        norms, grads = norm_gradient_exact(h_fn(), params, reduce=reduce)
+    elif mode == "finite_difference":
+        norms, grads = norm_gradient_finite_difference(h_fn, params, r=r, reduce=reduce)
+    else:
+        raise ValueError(f"unknown mode {mode!r}; choose 'exact' or 'finite_difference'")
+    lam = torch.as_tensor(lmbda, device=norms.device).detach()
+    if lam.dim() == 0:
+        lam = lam.expand(members)
+    if lam.shape != (members,):
+        raise ValueError(f"lmbda must be a scalar or have shape ({members},), got {tuple(lam.shape)}")
+    scale = lam * rho
+    return [g * _per_member(scale, g).to(g.dtype) for g in grads], norms

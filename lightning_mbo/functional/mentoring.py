@@ -1,0 +1,554 @@
+"""Tri-mentoring (parallel-mentoring) as pure tensor functions.
+
+Implements section 4 of ``docs/METHODS.md`` (Chen et al., "Parallel-mentoring for Offline
+Model-based Optimization", NeurIPS 2023): voting-based pairwise supervision (paper Eq. 5) and
+adaptive soft-labelling (paper Eqs. 8-9), for ``P`` proxies (three in the paper).
+
+Notation used throughout:
+
+* ``K`` neighbourhood points ``x_1..x_K`` around the current design, ``n_pairs = K(K-1)/2``
+  pairs ``k = (i, j)`` with ``i < j`` in row-major order.
+* ``f_m`` proxy ``m`` with parameters ``θ_m``; ``d_k(θ) = f(x_i; θ) - f(x_j; θ)``.
+* ``P_m`` the pairs on which proxy ``m`` disagrees with the consensus.
+* ``L_pair(θ; s) = 1/|P_m| Σ_{k∈P_m} BCE(σ(d_k(θ)), s_k)`` with
+  ``BCE(p, s) = -(s log(p + 1e-9) + (1 - s) log(1 - p + 1e-9))``.
+* ``L_data(θ) = 1/N Σ_n (f(x_n; θ) - y_n)²`` over the whole static training set.
+
+One mentoring step of proxy ``m`` (METHODS 4, step 6):
+
+1. ``s ← y^V`` on ``P_m`` (hard consensus labels);
+2. inner, paper Eq. 8: ``θ'(s) = θ - β ∇_θ L_pair(θ; s)``;
+3. outer, paper Eq. 9: ``s ← clip(s - λ_s ∂L_data(θ'(s))/∂s, 0, 1)``;
+4. mentor: ``θ ← θ - β ∇_θ L_pair(θ; s)``.
+
+Two backends implement this step with the same semantics:
+
+* :func:`mentor_proxy_higher`, the reference: one candidate and one proxy at a time, the
+  bi-level step differentiated by ``higher`` exactly as in the authors' released code;
+* :func:`mentor_batched`: all candidates and proxies at once with ``torch.func``, the label
+  gradient from its closed form (see :func:`soft_label_grad_batched`).
+
+This module imports no Lightning.
+"""
+
+from __future__ import annotations
+
+import higher
+import torch
+from torch import Tensor, nn
+from torch.func import grad, jvp, vmap
+
+from lightning_mbo.nn import member_forward
+
+__all__ = [
+    "EPS",
+    "disagreement_mask",
+    "majority_vote",
+    "mentor_batched",
+    "mentor_proxy_higher",
+    "neighbourhood",
+    "pair_indices",
+    "pair_loss",
+    "pairwise_labels",
+    "predict_stacked",
+    "soft_label_grad_batched",
+    "soft_label_grad_higher",
+    "summed_rank_labels",
+]
+
+EPS = 1e-9
+"""The constant added inside both logarithms of the pair loss (as in the released code)."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Voting-based pairwise supervision (METHODS 4, steps 1-4; paper Section 3.1)
+# ----------------------------------------------------------------------------------------------
+
+
+def neighbourhood(x: Tensor, k: int, delta: float, generator: torch.Generator | None = None) -> Tensor:
+    """Sample ``K`` points around each design: ``S(x) = {x + δ ε_a}``, ``ε_a ~ N(0, I)``.
+
+    Paper Section 3.1: ``S(x_t) = {x^n_1, ..., x^n_K} ~ N(x_t, δ²)``.
+
+    Args:
+        x: designs, ``(..., D)``.
+        k: number of neighbourhood points ``K``.
+        delta: standard deviation ``δ`` of the Gaussian perturbation.
+        generator: optional random generator (on ``x``'s device).
+
+    Returns:
+        ``(..., K, D)`` neighbourhood points, in ``x``'s dtype and device.
+    """
+    noise = torch.randn((*x.shape[:-1], k, x.shape[-1]), generator=generator, dtype=x.dtype, device=x.device)
+    return x.unsqueeze(-2) + delta * noise
+
+
+def pair_indices(k: int, device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
+    """Return the ``K(K-1)/2`` index pairs ``(i, j)``, ``i < j``, in row-major order.
+
+    Order: ``(0, 1), (0, 2), ..., (0, K-1), (1, 2), ..., (K-2, K-1)``.
+
+    Args:
+        k: number of points ``K``.
+        device: device of the returned tensors.
+
+    Returns:
+        ``(i, j)``, two long tensors of shape ``(n_pairs,)``.
+    """
+    idx = torch.triu_indices(k, k, offset=1, device=device)
+    return idx[0], idx[1]
+
+
+def pairwise_labels(pred: Tensor) -> Tensor:
+    """Pairwise comparison labels ``y^m_ij = 1(f_m(x_i) > f_m(x_j))`` (paper Section 3.1).
+
+    Args:
+        pred: ``(..., P, K)``, the predictions of ``P`` proxies at ``K`` points (any leading
+            dims; only the last one is paired).
+
+    Returns:
+        ``(..., P, n_pairs)`` float labels in ``pred``'s dtype: 1.0 where ``pred[..., i] >
+        pred[..., j]``, else 0.0 (ties give 0.0), pairs ordered as :func:`pair_indices`.
+    """
+    i, j = pair_indices(pred.shape[-1], pred.device)
+    return (pred[..., i] > pred[..., j]).to(pred.dtype)
+
+
+def majority_vote(labels: Tensor) -> Tensor:
+    """Consensus labels by element-wise majority vote (paper Eq. 5).
+
+    ``y^V_ij = 1`` iff more than half of the ``P`` proxies say ``y^m_ij = 1``, i.e.
+    ``Σ_m y^m_ij > P / 2``. A tie, possible only for even ``P``, gives 0 (no strict majority
+    for ``x_i`` ranking above ``x_j``).
+
+    Args:
+        labels: ``(..., P, n_pairs)`` 0/1 labels of each proxy.
+
+    Returns:
+        ``(..., n_pairs)`` float consensus labels.
+    """
+    p = labels.shape[-2]
+    return (2 * labels.sum(-2) > p).to(labels.dtype)
+
+
+def summed_rank_labels(pred: Tensor) -> Tensor:
+    """Consensus of the "w/o voting" ablation: rank by the summed prediction.
+
+    ``y^V_ij = 1(Σ_m f_m(x_i) > Σ_m f_m(x_j))``.
+
+    Args:
+        pred: ``(..., P, K)`` predictions of ``P`` proxies at ``K`` points.
+
+    Returns:
+        ``(..., n_pairs)`` float labels.
+    """
+    return pairwise_labels(pred.sum(-2))
+
+
+def disagreement_mask(labels: Tensor, consensus: Tensor) -> Tensor:
+    """Which pairs each proxy is mentored on: ``P_m = {k : y^m_k ≠ y^V_k}`` (METHODS 4, step 4).
+
+    Args:
+        labels: ``(..., P, n_pairs)`` labels of each proxy.
+        consensus: ``(..., n_pairs)`` consensus labels.
+
+    Returns:
+        ``(..., P, n_pairs)`` bool, True where proxy ``p``'s label differs from the consensus.
+    """
+    return labels != consensus.unsqueeze(-2)
+
+
+def pair_loss(diff: Tensor, soft: Tensor, mask: Tensor) -> Tensor:
+    """Masked pairwise binary cross-entropy (METHODS 4, step 5; paper Eq. 6).
+
+    ``p_k = σ(d_k)``, ``L = 1/|P| Σ_{k∈P} -(s_k log(p_k + 1e-9) + (1 - s_k) log(1 - p_k + 1e-9))``
+    with ``P`` the set where ``mask`` is True.
+
+    Args:
+        diff: ``(..., n)``, ``d_k = f(x_i) - f(x_j)``.
+        soft: ``(..., n)`` (soft) labels in ``[0, 1]``, broadcastable to ``diff``.
+        mask: ``(..., n)`` bool, broadcastable to ``diff``.
+
+    Returns:
+        ``(...)`` the mean loss over the masked pairs; exactly 0 (with zero gradient, never NaN)
+        where the mask is empty.
+    """
+    p = torch.sigmoid(diff)
+    bce = -(soft * torch.log(p + EPS) + (1 - soft) * torch.log(1 - p + EPS))
+    bce, mask = torch.broadcast_tensors(bce, mask)
+    total = torch.where(mask, bce, torch.zeros_like(bce)).sum(-1)
+    count = mask.sum(-1).clamp(min=1).to(total.dtype)
+    return total / count
+
+
+# ----------------------------------------------------------------------------------------------
+# Reference backend: `higher`, one candidate and one proxy at a time (the released algorithm)
+# ----------------------------------------------------------------------------------------------
+
+
+def _module_pred(module: nn.Module, x: Tensor) -> Tensor:
+    """Run a proxy mapping ``(B, D)`` to ``(B,)`` or ``(B, 1)``; return ``(B,)``."""
+    out = module(x)
+    if out.shape not in ((x.shape[0],), (x.shape[0], 1)):
+        raise ValueError(f"proxy must map (B, D) to (B,) or (B, 1); got {tuple(out.shape)}")
+    return out.reshape(x.shape[0])
+
+
+def soft_label_grad_higher(
+    proxy: nn.Module,
+    x_nb: Tensor,
+    soft: Tensor,
+    mask: Tensor,
+    x_data: Tensor,
+    y_data: Tensor,
+    beta: float = 1e-3,
+) -> Tensor:
+    """Label gradient of the bi-level problem, differentiated through one inner step by ``higher``.
+
+    Inner (paper Eq. 8): ``θ'(s) = θ - β ∇_θ L_pair(θ; s)`` (one differentiable SGD step);
+    outer objective (paper Eq. 9): ``L_data(θ'(s)) = mean_n (f(x_n; θ') - y_n)²`` over all rows.
+    The proxy itself is not changed (``copy_initial_weights=True``).
+
+    Args:
+        proxy: module mapping ``(B, D)`` to ``(B,)`` or ``(B, 1)``.
+        x_nb: ``(K, D)`` neighbourhood points.
+        soft: ``(n_pairs,)`` labels ``s`` at which to differentiate (only masked entries used).
+        mask: ``(n_pairs,)`` bool, the pairs ``P_m``; must not be empty.
+        x_data: ``(N, D)`` static training inputs.
+        y_data: ``(N,)`` static training scores.
+        beta: inner learning rate ``β``.
+
+    Returns:
+        ``(n_pairs,)`` ``∂L_data(θ'(s))/∂s_k`` on the masked pairs, 0 elsewhere.
+    """
+    i, j = pair_indices(x_nb.shape[0], x_nb.device)
+    y = y_data.reshape(-1)
+    with torch.enable_grad():
+        s = soft[mask].detach().clone().requires_grad_(True)
+        opt = torch.optim.SGD(proxy.parameters(), lr=beta)
+        with higher.innerloop_ctx(proxy, opt, copy_initial_weights=True) as (fmodel, diffopt):
+            pred = _module_pred(fmodel, x_nb)
+            diff = (pred[i] - pred[j])[mask]
+            diffopt.step(pair_loss(diff, s, torch.ones_like(s, dtype=torch.bool)))
+            l_data = ((_module_pred(fmodel, x_data) - y) ** 2).mean()
+            (g_s,) = torch.autograd.grad(l_data, s)
+    out = torch.zeros_like(soft, dtype=g_s.dtype)
+    out[mask] = g_s
+    return out
+
+
+def mentor_proxy_higher(
+    proxy: nn.Module,
+    x_nb: Tensor,
+    consensus: Tensor,
+    mask: Tensor,
+    x_data: Tensor,
+    y_data: Tensor,
+    beta: float = 1e-3,
+    lambda_s: float = 0.1,
+    soft_labels: bool = True,
+) -> Tensor:
+    """One mentoring step of ONE proxy for ONE candidate, in place (reference backend).
+
+    METHODS 4, step 6 / paper Algorithm 1, lines 8-11:
+
+    1. ``s ← y^V`` on ``P_m`` (the pairs where ``mask`` is True);
+    2. ``s ← clip(s - λ_s ∂L_data(θ'(s))/∂s, 0, 1)`` with ``θ'(s) = θ - β ∇_θ L_pair(θ; s)``
+       (Eqs. 8-9, via :func:`soft_label_grad_higher`); skipped when ``soft_labels=False``
+       (the "w/o soft-labelling" ablation: mentor with the hard consensus labels);
+    3. mentor: ``θ ← θ - β ∇_θ L_pair(θ; s)``, one plain SGD step on the proxy's own
+       parameters (in place, gradients computed even under ``torch.no_grad``; ``.grad`` is not
+       touched).
+
+    With an empty ``mask`` the proxy is left alone.
+
+    Args:
+        proxy: module mapping ``(B, D)`` to ``(B,)`` or ``(B, 1)``; updated in place.
+        x_nb: ``(K, D)`` neighbourhood points.
+        consensus: ``(n_pairs,)`` consensus labels ``y^V`` (0/1).
+        mask: ``(n_pairs,)`` bool, True on ``P_m``.
+        x_data: ``(N, D)`` static training inputs (all rows enter ``L_data``).
+        y_data: ``(N,)`` static training scores.
+        beta: inner and mentoring learning rate ``β``.
+        lambda_s: soft-label learning rate ``λ_s``.
+        soft_labels: refine the labels by the bi-level step (default) or not (ablation).
+
+    Returns:
+        ``(n_pairs,)`` the labels used: refined soft labels on ``P_m``, the consensus elsewhere
+        (all consensus where nothing was refined).
+    """
+    i, j = pair_indices(x_nb.shape[0], x_nb.device)
+    s_full = consensus.to(x_nb.dtype).clone()
+    if not bool(mask.any()):
+        return s_full
+    if soft_labels:
+        g_s = soft_label_grad_higher(proxy, x_nb, s_full, mask, x_data, y_data, beta=beta)
+        s_full[mask] = (s_full[mask] - lambda_s * g_s[mask]).clamp(0.0, 1.0)
+    params = [p for p in proxy.parameters() if p.requires_grad]
+    with torch.enable_grad():
+        pred = _module_pred(proxy, x_nb)
+        diff = (pred[i] - pred[j])[mask]
+        loss = pair_loss(diff, s_full[mask], torch.ones_like(diff, dtype=torch.bool))
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+    with torch.no_grad():
+        for p, g in zip(params, grads, strict=True):
+            if g is not None:
+                p.sub_(beta * g)
+    return s_full
+
+
+# ----------------------------------------------------------------------------------------------
+# Batched backend: torch.func over candidates x proxies
+# ----------------------------------------------------------------------------------------------
+
+
+def _pred(params: dict[str, Tensor], x: Tensor, activation: str) -> Tensor:
+    """One member's scalar prediction: ``(B, D)`` -> ``(B,)``."""
+    return member_forward(params, x, activation)[..., 0]
+
+
+def _flatten(params: dict[str, Tensor], lead: int) -> dict[str, Tensor]:
+    """Merge the first ``lead`` dims of every tensor into one member dim."""
+    return {n: t.reshape(-1, *t.shape[lead:]) for n, t in params.items()}
+
+
+def predict_stacked(params: dict[str, Tensor], x: Tensor, activation: str = "relu") -> Tensor:
+    """Predictions of every candidate's own proxies at that candidate's points.
+
+    ``out[c, p, b] = f(x[c, b]; θ_{c,p})``.
+
+    Args:
+        params: StackedMLP tensors with leading dims ``(C, P)`` (e.g. ``layers.0.weight``
+            ``(C, P, D, H)``, ``layers.0.bias`` ``(C, P, 1, H)``).
+        x: ``(C, B, D)``.
+        activation: hidden activation.
+
+    Returns:
+        ``(C, P, B)``; differentiable with respect to ``x`` and ``params``.
+    """
+    per_proxy = vmap(_pred, in_dims=(0, None, None))
+    return vmap(per_proxy, in_dims=(0, 0, None))(params, x, activation)
+
+
+def _pair_objective(params: dict[str, Tensor], x_nb: Tensor, soft: Tensor, mask: Tensor, activation: str):
+    """``L_pair(θ; s)`` of one member: x_nb ``(K, D)``, soft/mask ``(n_pairs,)`` -> scalar."""
+    i, j = pair_indices(x_nb.shape[-2], x_nb.device)
+    pred = _pred(params, x_nb, activation)
+    return pair_loss(pred[i] - pred[j], soft, mask)
+
+
+# ∇_θ L_pair for M stacked members: params (M, ...), x_nb (M, K, D), soft/mask (M, n_pairs).
+_pair_grad = vmap(grad(_pair_objective), in_dims=(0, 0, 0, 0, None))
+
+
+def _data_grad(
+    params: dict[str, Tensor], x_data: Tensor, y_data: Tensor, activation: str, data_chunk: int | None
+) -> dict[str, Tensor]:
+    """``∇_θ L_data(θ)`` for ``M`` stacked members, accumulated over row chunks.
+
+    Args:
+        params: ``(M, ...)`` member tensors.
+        x_data: ``(N, D)`` static training inputs.
+        y_data: ``(N,)`` static training scores.
+        activation: hidden activation.
+        data_chunk: rows per chunk (None: all at once). Memory is ``O(M * chunk * width)``.
+
+    Returns:
+        ``(M, ...)`` gradients of ``1/N Σ_n (f(x_n; θ) - y_n)²``.
+    """
+    n = x_data.shape[0]
+
+    def chunk_loss(theta: dict[str, Tensor], xc: Tensor, yc: Tensor) -> Tensor:
+        return ((_pred(theta, xc, activation) - yc) ** 2).sum() / n
+
+    fn = vmap(grad(chunk_loss), in_dims=(0, None, None))
+    step = n if data_chunk is None else max(int(data_chunk), 1)
+    total: dict[str, Tensor] | None = None
+    for start in range(0, n, step):
+        g = fn(params, x_data[start : start + step], y_data[start : start + step])
+        total = g if total is None else {k: total[k] + g[k] for k in total}
+    if total is None:
+        raise ValueError("x_data must have at least one row")
+    return total
+
+
+def _label_grad_from_g(
+    params: dict[str, Tensor], g: dict[str, Tensor], x_nb: Tensor, mask: Tensor, beta: float, activation: str
+) -> Tensor:
+    """Closed-form ``∂L_data/∂s`` of one member (see :func:`soft_label_grad_batched`).
+
+    Args:
+        params: the member's ``θ`` (before the inner step).
+        g: ``∇_θ' L_data(θ')``, same structure as ``params``.
+        x_nb: ``(K, D)`` neighbourhood points.
+        mask: ``(n_pairs,)`` bool, the pairs ``P_m``.
+        beta: inner learning rate ``β``.
+        activation: hidden activation.
+
+    Returns:
+        ``(n_pairs,)``, 0 off the mask.
+    """
+    i, j = pair_indices(x_nb.shape[-2], x_nb.device)
+    # One forward-mode pass: pred_a = f(x_a; θ), u_a = <∇_θ f(x_a; θ), g> for all K points.
+    pred, u = jvp(lambda theta: _pred(theta, x_nb, activation), (params,), (g,))
+    p = torch.sigmoid(pred[i] - pred[j])
+    # c_k = -∂²BCE/∂d∂s = p(1-p)(1/(p+ε) + 1/(1-p+ε)); exactly 1 for ε = 0.
+    c = p * (1 - p) * (1 / (p + EPS) + 1 / (1 - p + EPS))
+    count = mask.sum().clamp(min=1).to(pred.dtype)
+    ds = (beta / count) * c * (u[i] - u[j])
+    return torch.where(mask, ds, torch.zeros_like(ds))
+
+
+def _soft_label_grad_flat(
+    params: dict[str, Tensor],
+    x_nb: Tensor,
+    soft: Tensor,
+    mask: Tensor,
+    x_data: Tensor,
+    y_data: Tensor,
+    activation: str,
+    beta: float,
+    data_chunk: int | None,
+) -> Tensor:
+    """:func:`soft_label_grad_batched` on ``M`` flat members.
+
+    Shapes: params ``(M, ...)``, x_nb ``(M, K, D)``, soft and mask ``(M, n_pairs)``; returns
+    ``(M, n_pairs)``.
+    """
+    g_pair = _pair_grad(params, x_nb, soft, mask, activation)
+    inner = {n: params[n] - beta * g_pair[n] for n in params}  # θ' = θ - β ∇_θ L_pair(θ; s)
+    g = _data_grad(inner, x_data, y_data.reshape(-1), activation, data_chunk)  # ∇_θ' L_data(θ')
+    return vmap(_label_grad_from_g, in_dims=(0, 0, 0, 0, None, None))(params, g, x_nb, mask, beta, activation)
+
+
+def soft_label_grad_batched(
+    params: dict[str, Tensor],
+    x_nb: Tensor,
+    soft: Tensor,
+    mask: Tensor,
+    x_data: Tensor,
+    y_data: Tensor,
+    *,
+    activation: str = "relu",
+    beta: float = 1e-3,
+    data_chunk: int | None = None,
+) -> Tensor:
+    """Label gradient ``∂L_data(θ'(s))/∂s`` for all candidates and proxies, in closed form.
+
+    With ``θ'(s) = θ - β ∇_θ L_pair(θ; s)`` (paper Eq. 8) and ``g = ∇_θ' L_data(θ')``:
+
+    ``∂L_data/∂s_k = (β / |P_m|) c_k <g, ∇_θ d_k(θ)>``,
+    ``c_k = p_k (1 - p_k) (1/(p_k + ε) + 1/(1 - p_k + ε))``, ``p_k = σ(d_k(θ))``,
+
+    the closed form of METHODS 4 (where ``c_k = 1``, its ``ε → 0`` limit); keeping ``c_k`` makes
+    it the exact derivative of the loss with ``ε = 1e-9``, so it matches autograd through
+    ``θ'(s)`` (:func:`soft_label_grad_higher`) to rounding. ``<g, ∇_θ f(x_a)>`` is computed for
+    all ``K`` points by one ``jvp`` per member in direction ``g``, then differenced per pair; no
+    per-pair parameter gradient is materialised. ``g`` costs one backward over the ``N`` data
+    rows per member, ``data_chunk`` rows at a time.
+
+    Args:
+        params: StackedMLP tensors with leading dims ``(C, P)``.
+        x_nb: ``(C, K, D)`` neighbourhood points of each candidate.
+        soft: ``(C, P, n_pairs)`` labels ``s`` at which to differentiate.
+        mask: ``(C, P, n_pairs)`` bool, the pairs ``P_m`` of each proxy copy.
+        x_data: ``(N, D)`` static training inputs.
+        y_data: ``(N,)`` static training scores.
+        activation: hidden activation of the proxies.
+        beta: inner learning rate ``β``.
+        data_chunk: rows of ``x_data`` per chunk (None: all).
+
+    Returns:
+        ``(C, P, n_pairs)``; 0 off the mask (and for proxies with an empty mask).
+    """
+    c, p, n_pairs = mask.shape
+    k, d = x_nb.shape[-2:]
+    out = _soft_label_grad_flat(
+        _flatten(params, 2),
+        x_nb.unsqueeze(1).expand(c, p, k, d).reshape(c * p, k, d),
+        soft.reshape(c * p, n_pairs),
+        mask.reshape(c * p, n_pairs),
+        x_data,
+        y_data,
+        activation,
+        beta,
+        data_chunk,
+    )
+    return out.reshape(c, p, n_pairs)
+
+
+def mentor_batched(
+    params: dict[str, Tensor],
+    x_nb: Tensor,
+    consensus: Tensor,
+    mask: Tensor,
+    x_data: Tensor,
+    y_data: Tensor,
+    *,
+    activation: str = "relu",
+    beta: float = 1e-3,
+    lambda_s: float = 0.1,
+    soft_labels: bool = True,
+    data_chunk: int | None = None,
+) -> tuple[dict[str, Tensor], Tensor]:
+    """One mentoring step of every proxy copy of every candidate at once (batched backend).
+
+    Same semantics as calling :func:`mentor_proxy_higher` for each candidate ``c`` and proxy
+    ``p`` (METHODS 4, step 6; paper Eqs. 8-9):
+
+    1. ``s ← y^V_c`` on ``P_{c,p}``;
+    2. ``s ← clip(s - λ_s ∂L_data(θ'(s))/∂s, 0, 1)``, the gradient by the closed form of
+       :func:`soft_label_grad_batched` (skipped with ``soft_labels=False``);
+    3. ``θ_{c,p} ← θ_{c,p} - β ∇_θ L_pair(θ_{c,p}; s)``.
+
+    The expensive data gradient is evaluated only for proxy copies with a non-empty mask (those
+    are gathered first, which synchronises with the device once). No input is modified.
+
+    Args:
+        params: StackedMLP tensors with leading dims ``(C, P)``, e.g. ``layers.0.weight``
+            ``(C, P, D, H)``, ``layers.0.bias`` ``(C, P, 1, H)``: each candidate's own copy of
+            the ``P`` proxies.
+        x_nb: ``(C, K, D)`` neighbourhood points of each candidate.
+        consensus: ``(C, n_pairs)`` consensus labels (0/1).
+        mask: ``(C, P, n_pairs)`` bool disagreement masks.
+        x_data: ``(N, D)`` static training inputs.
+        y_data: ``(N,)`` static training scores.
+        activation: hidden activation of the proxies.
+        beta: inner and mentoring learning rate ``β``.
+        lambda_s: soft-label learning rate ``λ_s``.
+        soft_labels: refine labels by the bi-level step (default) or use hard labels (ablation).
+        data_chunk: rows of ``x_data`` per chunk for the data gradient (None: all at once).
+
+    Returns:
+        ``(new_params, soft)``: the mentored tensors, same shapes as ``params`` (bit-identical
+        where a proxy's mask is empty), and ``(C, P, n_pairs)`` the labels used: refined on each
+        proxy's mask, the consensus elsewhere.
+    """
+    c, p, n_pairs = mask.shape
+    k, d = x_nb.shape[-2:]
+    m = c * p
+    flat = _flatten(params, 2)
+    x_flat = x_nb.unsqueeze(1).expand(c, p, k, d).reshape(m, k, d)
+    mask_flat = mask.reshape(m, n_pairs)
+    soft = consensus.to(x_nb.dtype).unsqueeze(1).expand(c, p, n_pairs).reshape(m, n_pairs).clone()
+    if soft_labels:
+        active = mask_flat.any(-1).nonzero().squeeze(-1)
+        if active.numel() > 0:
+            s_a, mask_a = soft[active], mask_flat[active]
+            g_s = _soft_label_grad_flat(
+                {n: t[active] for n, t in flat.items()},
+                x_flat[active],
+                s_a,
+                mask_a,
+                x_data,
+                y_data,
+                activation,
+                beta,
+                data_chunk,
+            )
+            refined = torch.where(mask_a, (s_a - lambda_s * g_s).clamp(0.0, 1.0), s_a)
+            soft = soft.index_copy(0, active, refined)
+    # Mentoring step; an empty mask gives an exactly zero gradient, so θ is left unchanged.
+    g_pair = _pair_grad(flat, x_flat, soft, mask_flat, activation)
+    new = {n: (flat[n] - beta * g_pair[n]).reshape(params[n].shape) for n in params}
+    return new, soft.reshape(c, p, n_pairs)

@@ -1,0 +1,232 @@
+"""Surrogates: stacked ensembles of MLP regressors, trained with manual optimization.
+
+:class:`Surrogate` is the design-baselines gradient-ascent surrogate (one model, or an
+Ens-Mean / Ens-Min ensemble), and the base of every method that trains proxies here, so the
+IGNITE constraint (``ignite=``) plugs into all of them through one training step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+from torchmetrics.regression import PearsonCorrCoef
+
+from lightning_mbo.functional.ascent import AscentOptimizer
+from lightning_mbo.methods.ignite import GradNormConstraint, Ignite
+from lightning_mbo.nn import Activation, Init, StackedMLP
+
+Head = Literal["gaussian", "mse"]
+Aggregate = Literal["mean", "min"]
+
+
+class Surrogate(pl.LightningModule):
+    """A stacked ensemble of ``members`` MLP surrogates and how designs ascend it.
+
+    Defaults are design-baselines' gradient-ascent settings (Trabucco et al. 2022; METHODS.md 2):
+    2x2048 leaky-ReLU MLP with a Gaussian head trained by negative log-likelihood, Adam 3e-4,
+    and ascent by 200 plain steps of size ``0.01 sqrt(D)``. ``members=5`` with ``aggregate``
+    ``mean`` or ``min`` gives Ens-Mean / Ens-Min. Members share one set of batched weights but
+    each has its own initialisation and (through the datamodule) its own data order.
+
+    Args:
+        input_dim: flattened design size (linked from the datamodule by the CLI).
+        members: number of ensemble members.
+        hidden: hidden layer widths.
+        activation: hidden activation.
+        init: weight initialisation (``glorot``: Keras' default, as design-baselines; ``torch``).
+        head: ``gaussian`` (mean and bounded log-std, NLL loss) or ``mse`` (one output, MSE loss).
+        lr: learning rate of Adam.
+        weight_decay: Adam's L2 weight decay.
+        lr_schedule: ``constant`` or ``cosine`` (per epoch, to 0 at ``max_epochs``).
+        aggregate: how members' predictions combine for ascent: ``mean`` or ``min``.
+        ignite: the gradient-norm constraint (IGNITE); ``null`` trains without it.
+        select_best: keep each member's epoch with the best validation Pearson correlation.
+        ascent_steps: design-ascent steps.
+        ascent_lr: ascent step size; ``null`` means ``0.01 * sqrt(input_dim)`` (design-baselines).
+        ascent_optimizer: ``sgd`` (plain ``x + lr * grad``) or ``adam``.
+    """
+
+    #: Each member draws its own train/validation split (read by the datamodule).
+    per_member_split = False
+
+    def __init__(
+        self,
+        input_dim: int,
+        members: int = 1,
+        hidden: Sequence[int] = (2048, 2048),
+        activation: Activation = "leaky_relu",
+        init: Init = "glorot",
+        head: Head = "gaussian",
+        lr: float = 3e-4,
+        weight_decay: float = 0.0,
+        lr_schedule: Literal["constant", "cosine"] = "constant",
+        aggregate: Aggregate = "mean",
+        ignite: Ignite | None = None,
+        select_best: bool = False,
+        ascent_steps: int = 200,
+        ascent_lr: float | None = None,
+        ascent_optimizer: AscentOptimizer = "sgd",
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        if head not in ("gaussian", "mse"):
+            raise ValueError(f"unknown head {head!r}; choose 'gaussian' or 'mse'")
+        if aggregate not in ("mean", "min"):
+            raise ValueError(f"unknown aggregate {aggregate!r}; choose 'mean' or 'min'")
+        self.net = StackedMLP(members, input_dim, tuple(hidden), 2 if head == "gaussian" else 1, activation, init)
+        if head == "gaussian":
+            # design-baselines' soft bounds on the log-std, trainable, one pair per member.
+            self.max_logstd = nn.Parameter(torch.full((members, 1), math.log(0.2)))
+            self.min_logstd = nn.Parameter(torch.full((members, 1), math.log(0.1)))
+        self.constraint = GradNormConstraint(ignite, members) if ignite is not None else None
+        self.val_pearson = PearsonCorrCoef(num_outputs=members) if members > 1 else PearsonCorrCoef()
+        self.register_buffer("best_pearson", torch.full((members,), -math.inf))
+        self._best_state: dict[str, Tensor] | None = None
+
+    # --- the model ------------------------------------------------------------------------
+    @property
+    def num_members(self) -> int:
+        return self.hparams.members
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Predicted mean ``(M, B)`` and log-std ``(M, B)`` (None for the MSE head) of ``x``
+        of shape ``(B, D)`` or ``(M, B, D)``."""
+        out = self.net(x)
+        if self.hparams.head == "mse":
+            return out[..., 0], None
+        mean, logstd = out[..., 0], out[..., 1]
+        logstd = self.max_logstd - F.softplus(self.max_logstd - logstd)
+        logstd = self.min_logstd + F.softplus(logstd - self.min_logstd)
+        return mean, logstd
+
+    def member_losses(self, mean: Tensor, logstd: Tensor | None, y: Tensor) -> Tensor:
+        """Per-member data loss ``(M,)``: Gaussian NLL or MSE, averaged over the batch."""
+        if logstd is None:
+            return ((mean - y) ** 2).mean(-1)
+        nll = 0.5 * ((y - mean) / logstd.exp()) ** 2 + logstd + 0.5 * math.log(2 * math.pi)
+        return nll.mean(-1)
+
+    # --- training -------------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        opt = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        if self.hparams.lr_schedule == "cosine":
+            t_max = max(1, self.trainer.max_epochs or 1) if self._trainer is not None else 1
+            return [opt], [torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=t_max)]
+        return opt
+
+    def _reduce(self) -> Callable[[list[Tensor]], list[Tensor]] | None:
+        """Average over data-parallel ranks, for the constraint's global-batch ∇h."""
+        if self.trainer.world_size <= 1:
+            return None
+
+        def reduce(tensors: list[Tensor]) -> list[Tensor]:
+            flat = torch.cat([t.reshape(-1) for t in tensors])
+            torch.distributed.all_reduce(flat)
+            flat /= self.trainer.world_size
+            return [c.view_as(t) for c, t in zip(flat.split([t.numel() for t in tensors]), tensors, strict=True)]
+
+        return reduce
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        x, y = batch
+        opt = self.optimizers()
+        opt.zero_grad()
+        mean, logstd = self(x)
+        losses = self.member_losses(mean, logstd, y)
+        self.manual_backward(losses.sum())
+        logs = {"train/loss": losses.mean().detach()}
+        if self.constraint is not None:
+            params = [p for p in self.parameters() if p.requires_grad]
+            norms = self.constraint.add_penalty(lambda: self(x)[0].mean(-1), params, self._reduce())
+            logs["train/lambda"] = self.constraint.lmbda.mean().clone()
+            violation = self.constraint.update_lambda(norms)
+            logs["train/grad_norm"] = norms.mean()
+            logs["train/violation"] = violation.mean()
+        opt.step()
+        self.log_dict(logs, prog_bar=True)
+        if self.hparams.members > 1:
+            self.log_dict({f"train/loss_m{m}": v for m, v in enumerate(losses.detach())})
+            if self.constraint is not None:
+                self.log_dict({f"train/lambda_m{m}": v for m, v in enumerate(self.constraint.lmbda.clone())})
+
+    def on_train_epoch_end(self) -> None:
+        sched = self.lr_schedulers()
+        if sched is not None:
+            sched.step()
+
+    # --- validation: Pearson per member, best-epoch selection ----------------------------
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        x, y = batch
+        mean, logstd = self(x)
+        self.log("val/loss", self.member_losses(mean, logstd, y).mean(), sync_dist=True)
+        if self.hparams.members > 1:
+            self.val_pearson.update(mean.T, y.T)
+        else:
+            self.val_pearson.update(mean[0], y[0])
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            self.val_pearson.reset()
+            return
+        pearson = self.val_pearson.compute().reshape(-1)
+        self.val_pearson.reset()
+        self.log("val/pearson", pearson.mean())
+        if self.hparams.members > 1:
+            self.log_dict({f"val/pearson_m{m}": v for m, v in enumerate(pearson)})
+        if self.hparams.select_best:
+            self._keep_best(torch.nan_to_num(pearson, nan=-1.0))
+
+    @torch.no_grad()
+    def _keep_best(self, pearson: Tensor) -> None:
+        better = pearson.to(self.best_pearson) > self.best_pearson
+        if not better.any():
+            return
+        self.best_pearson[better] = pearson.to(self.best_pearson)[better]
+        state = {k: v for k, v in self.named_parameters()}
+        if self._best_state is None:
+            self._best_state = {k: v.detach().clone() for k, v in state.items()}
+        else:
+            for k, v in state.items():
+                self._best_state[k][better] = v.detach()[better]
+
+    def on_train_end(self) -> None:
+        if self.hparams.select_best and self._best_state is not None:
+            with torch.no_grad():
+                for k, v in self.named_parameters():
+                    v.copy_(self._best_state[k])
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self._best_state is not None:
+            checkpoint["best_state"] = self._best_state
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._best_state = checkpoint.get("best_state")
+
+    # --- design ascent ----------------------------------------------------------------------
+    def predict_designs(self, x: Tensor) -> Tensor:
+        """Aggregated predicted (normalised) score ``(N,)`` of designs ``(N, D)``."""
+        mean, _ = self(x)
+        return mean.mean(0) if self.hparams.aggregate == "mean" else mean.min(0).values
+
+    def ascent_objective(self, x0: Tensor) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor, int], None] | None]:
+        """The objective design ascent maximises from ``x0``, and an optional per-step hook."""
+        return self.predict_designs, None
+
+    def ascent_defaults(self) -> dict[str, Any]:
+        """Step count, step size and rule of this method's design ascent."""
+        lr = self.hparams.ascent_lr
+        if lr is None:
+            lr = 0.01 * math.sqrt(self.hparams.input_dim)
+        return {"steps": self.hparams.ascent_steps, "lr": lr, "optimizer": self.hparams.ascent_optimizer}
+
+    def method_name(self) -> str:
+        """A short name for results: e.g. ``grad_ascent``, ``ens_mean``, ``ens_min+ignite``."""
+        name = "grad_ascent" if self.hparams.members == 1 else f"ens_{self.hparams.aggregate}"
+        return name + ("+ignite" if self.constraint is not None else "")

@@ -1,0 +1,152 @@
+"""Plain networks: stacked MLP ensembles whose members share one set of batched weights.
+
+An ensemble of ``M`` MLPs is stored as weights of shape ``(M, in, out)`` and run with one
+``torch.baddbmm`` per layer, so ``M`` members cost one batched matmul instead of ``M``
+sequential ones. Every parameter has the member dimension first; code that needs one
+member's tensors (per-member gradient norms, per-candidate proxy copies) slices dim 0.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+Activation = Literal["relu", "leaky_relu", "tanh", "swish"]
+Init = Literal["torch", "glorot"]
+
+_ACTIVATIONS = {
+    "relu": F.relu,
+    # Keras' LeakyReLU default slope, as in the design-baselines surrogate.
+    "leaky_relu": lambda x: F.leaky_relu(x, 0.3),
+    "tanh": torch.tanh,
+    "swish": F.silu,
+}
+
+
+def activation_fn(name: str):
+    """Return the activation function called ``name``."""
+    try:
+        return _ACTIVATIONS[name]
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r}; choose one of {sorted(_ACTIVATIONS)}") from None
+
+
+class StackedLinear(nn.Module):
+    """``M`` independent affine maps applied as one batched matmul.
+
+    Args:
+        members: number of stacked members ``M``.
+        in_features: input size.
+        out_features: output size.
+        init: ``"torch"`` (``nn.Linear``'s default uniform init) or ``"glorot"``
+            (Keras' ``Dense`` default: Glorot-uniform weights, zero bias).
+    """
+
+    def __init__(self, members: int, in_features: int, out_features: int, init: Init = "torch") -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(members, in_features, out_features))
+        self.bias = nn.Parameter(torch.empty(members, 1, out_features))
+        self.init = init
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        fan_in, fan_out = self.weight.shape[1], self.weight.shape[2]
+        if self.init == "glorot":
+            bound = math.sqrt(6.0 / (fan_in + fan_out))
+            nn.init.uniform_(self.weight, -bound, bound)
+            nn.init.zeros_(self.bias)
+        elif self.init == "torch":
+            # nn.Linear: kaiming_uniform(a=sqrt(5)) on the weight == U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+            bound = 1.0 / math.sqrt(fan_in)
+            nn.init.uniform_(self.weight, -bound, bound)
+            nn.init.uniform_(self.bias, -bound, bound)
+        else:
+            raise ValueError(f"unknown init {self.init!r}; choose 'torch' or 'glorot'")
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Map ``x`` of shape ``(M, B, in)`` to ``(M, B, out)``."""
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class StackedMLP(nn.Module):
+    """An ensemble of ``M`` MLPs ``in -> hidden[0] -> ... -> out`` with stacked weights.
+
+    Args:
+        members: number of members ``M``.
+        in_features: input size ``D`` (flattened design).
+        hidden: hidden layer widths.
+        out_features: output size per member.
+        activation: hidden activation.
+        init: weight initialisation, see :class:`StackedLinear`.
+    """
+
+    def __init__(
+        self,
+        members: int,
+        in_features: int,
+        hidden: Sequence[int] = (2048, 2048),
+        out_features: int = 1,
+        activation: Activation = "relu",
+        init: Init = "torch",
+    ) -> None:
+        super().__init__()
+        if members < 1:
+            raise ValueError(f"members must be >= 1, got {members}")
+        sizes = [in_features, *hidden, out_features]
+        self.members = members
+        self.in_features = in_features
+        self.activation = activation
+        self._act = activation_fn(activation)
+        self.layers = nn.ModuleList(
+            StackedLinear(members, a, b, init=init) for a, b in zip(sizes[:-1], sizes[1:], strict=True)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Run every member.
+
+        Args:
+            x: ``(B, D)`` (the same inputs for every member) or ``(M, B, D)``
+                (each member its own inputs).
+
+        Returns:
+            ``(M, B, out_features)``.
+        """
+        if x.dim() == 2:
+            x = x.unsqueeze(0).expand(self.members, -1, -1)
+        if x.dim() != 3 or x.shape[0] != self.members or x.shape[-1] != self.in_features:
+            raise ValueError(
+                f"expected inputs of shape (B, {self.in_features}) or ({self.members}, B, {self.in_features}), "
+                f"got {tuple(x.shape)}"
+            )
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < len(self.layers) - 1:
+                x = self._act(x)
+        return x
+
+
+def member_forward(params: dict[str, Tensor], x: Tensor, activation: str = "relu") -> Tensor:
+    """Functional forward of ONE member of a :class:`StackedMLP`.
+
+    Args:
+        params: the member's tensors, named as in ``StackedMLP.named_parameters()``
+            (``layers.{i}.weight`` of shape ``(in, out)``, ``layers.{i}.bias`` of shape
+            ``(1, out)``), i.e. one slice along the member dimension.
+        x: ``(B, D)`` inputs.
+        activation: hidden activation.
+
+    Returns:
+        ``(B, out)``. Composes with ``torch.func.vmap`` over stacked params.
+    """
+    act = activation_fn(activation)
+    n = len(params) // 2
+    for i in range(n):
+        x = x @ params[f"layers.{i}.weight"] + params[f"layers.{i}.bias"]
+        if i < n - 1:
+            x = act(x)
+    return x
