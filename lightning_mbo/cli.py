@@ -62,7 +62,11 @@ def with_default_config(args: list[str]) -> list[str]:
 
 def main(args: list[str] | None = None, run: bool = True) -> MBOCLI:
     """Entry point; ``args`` lets tests run the CLI in-process."""
-    args = with_default_config(list(sys.argv[1:] if args is None else args))
+    if args is None:
+        # Parse the command line through `args` (with the default config filled in); LightningCLI
+        # warns when both are set, so the command line is handed over here.
+        args, sys.argv = list(sys.argv[1:]), sys.argv[:1]
+    args = with_default_config(args)
     return MBOCLI(
         Surrogate,
         MBODataModule,

@@ -330,7 +330,9 @@ def predict_stacked(params: dict[str, Tensor], x: Tensor, activation: str = "rel
     return vmap(per_proxy, in_dims=(0, 0, None))(params, x, activation)
 
 
-def _pair_objective(params: dict[str, Tensor], x_nb: Tensor, soft: Tensor, mask: Tensor, activation: str):
+def _pair_objective(
+    params: dict[str, Tensor], x_nb: Tensor, soft: Tensor, mask: Tensor, activation: str
+) -> Tensor:
     """``L_pair(θ; s)`` of one member: x_nb ``(K, D)``, soft/mask ``(n_pairs,)`` -> scalar."""
     i, j = pair_indices(x_nb.shape[-2], x_nb.device)
     pred = _pred(params, x_nb, activation)
@@ -390,7 +392,7 @@ def _label_grad_from_g(
     """
     i, j = pair_indices(x_nb.shape[-2], x_nb.device)
     # One forward-mode pass: pred_a = f(x_a; θ), u_a = <∇_θ f(x_a; θ), g> for all K points.
-    pred, u = jvp(lambda theta: _pred(theta, x_nb, activation), (params,), (g,))
+    pred, u = jvp(lambda theta: _pred(theta, x_nb, activation), (params,), (g,))[:2]
     p = torch.sigmoid(pred[i] - pred[j])
     # c_k = -∂²BCE/∂d∂s = p(1-p)(1/(p+ε) + 1/(1-p+ε)); exactly 1 for ε = 0.
     c = p * (1 - p) * (1 / (p + EPS) + 1 / (1 - p + EPS))
