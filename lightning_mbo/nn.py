@@ -150,3 +150,44 @@ def member_forward(params: dict[str, Tensor], x: Tensor, activation: str = "relu
         if i < n - 1:
             x = act(x)
     return x
+
+
+class _Activation(nn.Module):
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+        self.fn = activation_fn(name)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fn(x)
+
+
+def member_module(params: dict[str, Tensor], activation: str = "relu") -> nn.Sequential:
+    """One member as a plain ``nn.Sequential`` of ``nn.Linear`` (for per-proxy reference code, e.g. ``higher``).
+
+    Args:
+        params: one member's tensors as in :func:`member_forward` (weight ``(in, out)``, bias ``(1, out)``).
+        activation: hidden activation.
+    """
+    n = len(params) // 2
+    layers: list[nn.Module] = []
+    for i in range(n):
+        w, b = params[f"layers.{i}.weight"], params[f"layers.{i}.bias"]
+        lin = nn.Linear(w.shape[0], w.shape[1], device=w.device, dtype=w.dtype)
+        with torch.no_grad():
+            lin.weight.copy_(w.T)
+            lin.bias.copy_(b[0])
+        layers.append(lin)
+        if i < n - 1:
+            layers.append(_Activation(activation))
+    return nn.Sequential(*layers)
+
+
+def member_params(module: nn.Sequential) -> dict[str, Tensor]:
+    """Inverse of :func:`member_module`: the member's tensors in :class:`StackedMLP`'s layout."""
+    linears = [m for m in module if isinstance(m, nn.Linear)]
+    out = {}
+    for i, lin in enumerate(linears):
+        out[f"layers.{i}.weight"] = lin.weight.detach().T
+        out[f"layers.{i}.bias"] = lin.bias.detach()[None]
+    return out

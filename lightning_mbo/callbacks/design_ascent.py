@@ -80,9 +80,9 @@ class DesignAscent(Callback):
             return
         self.run(trainer, pl_module, trainer.datamodule)
 
-    def settings(self, pl_module: pl.LightningModule) -> dict[str, Any]:
+    def settings(self, pl_module: pl.LightningModule, datamodule: Any = None) -> dict[str, Any]:
         """The ascent's steps, lr and optimizer: this callback's, else the model's defaults."""
-        out = dict(pl_module.ascent_defaults())
+        out = dict(pl_module.ascent_defaults(datamodule))
         for key in ("steps", "lr", "optimizer"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
@@ -92,7 +92,7 @@ class DesignAscent(Callback):
         """Ascend, score, log and write; returns the results on rank 0."""
         t0 = time.perf_counter()
         fit_seconds = t0 - self._fit_start
-        cfg = self.settings(pl_module)
+        cfg = self.settings(pl_module, datamodule)
         x0 = datamodule.starting_designs(self.num_candidates).to(pl_module.device)
         rank, world = trainer.global_rank, trainer.world_size
         if self.num_candidates % world:
@@ -100,8 +100,7 @@ class DesignAscent(Callback):
         mine = torch.arange(self.num_candidates, device=x0.device).tensor_split(world)[rank]
         was_training = pl_module.training
         pl_module.eval()
-        objective, hook = pl_module.ascent_objective(x0[mine], candidate_ids=mine) if _takes_ids(pl_module) \
-            else pl_module.ascent_objective(x0[mine])
+        objective, hook = pl_module.ascent_objective(x0[mine], datamodule, mine, self.num_candidates)
         result = gradient_ascent(x0[mine], objective, cfg["steps"], cfg["lr"], cfg["optimizer"], hook)
         pl_module.train(was_training)
         x, traj = result.x, result.trajectory
@@ -131,7 +130,7 @@ class DesignAscent(Callback):
             "wall_seconds": fit_seconds + ascent_seconds,
         }
         self.results = results
-        self._log(trainer, results, pred)
+        self._log(trainer, results, pred, getattr(pl_module, "ascent_stats", {}))
         out = Path(self.output_dir) if self.output_dir else Path(trainer.log_dir or trainer.default_root_dir)
         save_npy(out / "designs.npy", designs)
         save_npy(out / "scores.npy", scores)
@@ -143,7 +142,9 @@ class DesignAscent(Callback):
         )
         return results
 
-    def _log(self, trainer: pl.Trainer, results: dict[str, Any], pred: torch.Tensor) -> None:
+    def _log(
+        self, trainer: pl.Trainer, results: dict[str, Any], pred: torch.Tensor, stats: dict[str, list[float]]
+    ) -> None:
         step = trainer.global_step
         for logger in trainer.loggers:
             metrics = {f"design/{k}": v for k, v in results.items() if k.startswith("score_")}
@@ -154,13 +155,11 @@ class DesignAscent(Callback):
                 for t in range(pred.shape[0]):
                     exp.add_scalar("design/predicted_mean", float(pred[t].mean()), t)
                     exp.add_scalar("design/predicted_max", float(pred[t].max()), t)
+                # Method-specific per-step statistics (e.g. Tri-mentoring's disagreement sizes).
+                for name, values in stats.items():
+                    for t, v in enumerate(values):
+                        exp.add_scalar(f"design/{name}", v, t)
             logger.save()
-
-
-def _takes_ids(pl_module: pl.LightningModule) -> bool:
-    import inspect  # noqa: PLC0415
-
-    return "candidate_ids" in inspect.signature(pl_module.ascent_objective).parameters
 
 
 def _seed(trainer: pl.Trainer, datamodule) -> int | None:

@@ -2,5 +2,6 @@
 
 from lightning_mbo.methods.ignite import GradNormConstraint, Ignite
 from lightning_mbo.methods.surrogate import Surrogate
+from lightning_mbo.methods.trimentoring import TriMentoring
 
-__all__ = ["GradNormConstraint", "Ignite", "Surrogate"]
+__all__ = ["GradNormConstraint", "Ignite", "Surrogate", "TriMentoring"]

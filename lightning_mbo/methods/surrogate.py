@@ -74,8 +74,11 @@ class Surrogate(pl.LightningModule):
         ascent_optimizer: AscentOptimizer = "sgd",
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        if type(self) is Surrogate:
+            # Subclasses save their own (full) signature, so load_from_checkpoint rebuilds them.
+            self.save_hyperparameters()
         self.automatic_optimization = False
+        self.head, self.aggregate = head, aggregate
         if head not in ("gaussian", "mse"):
             raise ValueError(f"unknown head {head!r}; choose 'gaussian' or 'mse'")
         if aggregate not in ("mean", "min"):
@@ -99,7 +102,7 @@ class Surrogate(pl.LightningModule):
         """Predicted mean ``(M, B)`` and log-std ``(M, B)`` (None for the MSE head) of ``x``
         of shape ``(B, D)`` or ``(M, B, D)``."""
         out = self.net(x)
-        if self.hparams.head == "mse":
+        if self.head == "mse":
             return out[..., 0], None
         mean, logstd = out[..., 0], out[..., 1]
         logstd = self.max_logstd - F.softplus(self.max_logstd - logstd)
@@ -213,13 +216,27 @@ class Surrogate(pl.LightningModule):
     def predict_designs(self, x: Tensor) -> Tensor:
         """Aggregated predicted (normalised) score ``(N,)`` of designs ``(N, D)``."""
         mean, _ = self(x)
-        return mean.mean(0) if self.hparams.aggregate == "mean" else mean.min(0).values
+        return mean.mean(0) if self.aggregate == "mean" else mean.min(0).values
 
-    def ascent_objective(self, x0: Tensor) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor, int], None] | None]:
-        """The objective design ascent maximises from ``x0``, and an optional per-step hook."""
+    def ascent_objective(
+        self, x0: Tensor, datamodule: Any, candidate_ids: Tensor, num_total: int
+    ) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor, int], None] | None]:
+        """The objective design ascent maximises from ``x0``, and an optional per-step hook.
+
+        Args:
+            x0: ``(C, D)`` this process's starting designs (normalised features).
+            datamodule: the :class:`~lightning_mbo.data.MBODataModule` (training data, task).
+            candidate_ids: ``(C,)`` indices of these candidates among all ``num_total``.
+            num_total: number of candidates over all processes.
+
+        Returns:
+            ``(objective, before_step)``: ``(C, D) -> (C,)`` and a hook called before each step
+            (``None`` here). Per-step statistics may be left in :attr:`ascent_stats`.
+        """
+        self.ascent_stats: dict[str, list[float]] = {}
         return self.predict_designs, None
 
-    def ascent_defaults(self) -> dict[str, Any]:
+    def ascent_defaults(self, datamodule: Any = None) -> dict[str, Any]:
         """Step count, step size and rule of this method's design ascent."""
         lr = self.hparams.ascent_lr
         if lr is None:
@@ -228,5 +245,5 @@ class Surrogate(pl.LightningModule):
 
     def method_name(self) -> str:
         """A short name for results: e.g. ``grad_ascent``, ``ens_mean``, ``ens_min+ignite``."""
-        name = "grad_ascent" if self.hparams.members == 1 else f"ens_{self.hparams.aggregate}"
+        name = "grad_ascent" if self.hparams.members == 1 else f"ens_{self.aggregate}"
         return name + ("+ignite" if self.constraint is not None else "")

@@ -24,7 +24,7 @@ from lightning_mbo.functional.mentoring import (
     soft_label_grad_higher,
     summed_rank_labels,
 )
-from lightning_mbo.nn import StackedMLP
+from lightning_mbo.nn import StackedMLP, member_module, member_params
 
 F64 = torch.float64
 
@@ -136,31 +136,6 @@ def test_pair_loss_empty_mask_is_zero_without_nan() -> None:
 D, HIDDEN, P, C, K = 6, (16, 16), 3, 4, 6
 
 
-def _module_from_slice(params: dict[str, Tensor], activation: str = "relu") -> nn.Sequential:
-    """An nn.Sequential of nn.Linear built from one member's StackedMLP tensors (weight (in, out))."""
-    n = len(params) // 2
-    layers: list[nn.Module] = []
-    for i in range(n):
-        w, b = params[f"layers.{i}.weight"], params[f"layers.{i}.bias"]
-        lin = nn.Linear(w.shape[0], w.shape[1]).to(w.dtype)
-        with torch.no_grad():
-            lin.weight.copy_(w.T)
-            lin.bias.copy_(b[0])
-        layers.append(lin)
-        if i < n - 1:
-            layers.append(nn.ReLU() if activation == "relu" else nn.Tanh())
-    return nn.Sequential(*layers)
-
-
-def _slice_from_module(module: nn.Sequential) -> dict[str, Tensor]:
-    linears = [m for m in module if isinstance(m, nn.Linear)]
-    out = {}
-    for i, lin in enumerate(linears):
-        out[f"layers.{i}.weight"] = lin.weight.detach().T
-        out[f"layers.{i}.bias"] = lin.bias.detach()[None]
-    return out
-
-
 def _stacked_params(seed: int, activation: str = "relu") -> dict[str, Tensor]:
     """(C, P, ...) proxy copies; candidates perturbed a little so index mix-ups show.
 
@@ -261,7 +236,7 @@ def test_batched_label_grad_equals_higher(data_chunk: int | None) -> None:
         for p in range(P):
             if not mask[c, p].any():
                 continue
-            module = _module_from_slice({n: t[c, p] for n, t in params.items()})
+            module = member_module({n: t[c, p] for n, t in params.items()})
             ref = soft_label_grad_higher(module, x_nb[c], soft[c, p], mask[c, p], x_data, y_data, beta=beta)
             assert ref[mask[c, p]].abs().min() > 1e-8
             torch.testing.assert_close(batched[c, p], ref, rtol=1e-10, atol=1e-14)
@@ -336,7 +311,7 @@ def test_backends_agree_step_by_step(soft_labels: bool, beta: float, lambda_s: f
     params = _stacked_params(0)
     x_data, y_data = _data(0)
     modules = [
-        [_module_from_slice({n: t[c, p] for n, t in params.items()}) for p in range(P)] for c in range(C)
+        [member_module({n: t[c, p] for n, t in params.items()}) for p in range(P)] for c in range(C)
     ]
     kw = {"beta": beta, "lambda_s": lambda_s, "soft_labels": soft_labels}
     gen = torch.Generator().manual_seed(0)
@@ -353,7 +328,7 @@ def test_backends_agree_step_by_step(soft_labels: bool, beta: float, lambda_s: f
         torch.testing.assert_close(soft_b, soft_r, rtol=0, atol=1e-10)
         for c in range(C):
             for p in range(P):
-                ref = _slice_from_module(modules[c][p])
+                ref = member_params(modules[c][p])
                 for n, t in params.items():
                     torch.testing.assert_close(t[c, p], ref[n], rtol=0, atol=1e-10)
 

@@ -1,0 +1,254 @@
+"""Stacked ensemble vs. the same members trained one after another.
+
+Trains ``Surrogate(members=M)`` (one module, weights ``(M, in, out)``, one batched matmul per
+layer) and ``M`` times ``Surrogate(members=1)`` one after another, for the same number of
+epochs on TFBind8 through ``MBODataModule``, each with a real ``pytorch_lightning.Trainer``
+(no logger, no checkpointing, no progress bar, no DesignAscent callback, validation as in a
+normal run). Both are timed side by side in the same process, alternating which goes first
+in each repeat; the table gives wall seconds and the ratio sequential / stacked.
+
+A pure-torch microbenchmark of one training step (forward, per-member Gaussian NLL,
+backward, Adam step; data already on the device; no Lightning) of the same two follows, so
+the framework's per-step cost is visible next to the compute.
+
+    python benchmarks/ensemble_vs_sequential.py                       # CPU: 2x512, 2 epochs
+    python benchmarks/ensemble_vs_sequential.py --device cuda         # GPU: 2x2048, 5 epochs
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (  # noqa: E402
+    device_line,
+    median,
+    quiet_lightning,
+    resolve_device,
+    resolve_hidden,
+    sync,
+    table,
+    versions_line,
+)
+
+quiet_lightning()
+
+import pytorch_lightning as pl  # noqa: E402
+
+from lightning_mbo.data.datamodule import MBODataModule  # noqa: E402
+from lightning_mbo.methods.surrogate import Surrogate  # noqa: E402
+
+CPU_HIDDEN = (512, 512)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if available, else cpu")
+    p.add_argument("--epochs", type=int, default=None, help="default: 2 on cpu, 5 on cuda")
+    p.add_argument("--hidden", type=int, nargs="+", default=None,
+                   help=f"hidden widths; default 2048 2048 (published) on cuda, {CPU_HIDDEN[0]} {CPU_HIDDEN[1]} on cpu")
+    p.add_argument("--members", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=3, help="timed repeats of (sequential, stacked)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--task", default="TFBind8-Exact-v0")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-val", action="store_true", help="switch validation off (default: on, as in a real run)")
+    p.add_argument("--micro-steps", type=int, default=None,
+                   help="steps per timed block of the pure-torch microbenchmark (default: 30 on cpu, 200 on cuda)")
+    p.add_argument("--micro-blocks", type=int, default=5, help="timed blocks of the microbenchmark (median taken)")
+    p.add_argument("--skip-micro", action="store_true")
+    p.add_argument("--skip-lightning", action="store_true")
+    return p.parse_args(argv)
+
+
+# --------------------------------------------------------------------------- Lightning runs
+def make_trainer(device: torch.device, epochs: int, val: bool, **extra) -> pl.Trainer:
+    kw = dict(
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="gpu" if device.type == "cuda" else "cpu",
+        devices=[device.index or 0] if device.type == "cuda" else 1,
+        callbacks=[],
+    )
+    if not val:
+        kw.update(limit_val_batches=0, num_sanity_val_steps=0)
+    kw.update(extra)
+    return pl.Trainer(**kw)
+
+
+def fit_once(dm: MBODataModule, members: int, hidden: tuple[int, ...], seed: int, device: torch.device,
+             epochs: int, val: bool, **extra) -> tuple[float, int]:
+    """Build one surrogate and its Trainer and fit it; wall seconds (synchronised) and optimizer steps."""
+    sync(device)
+    t0 = time.perf_counter()
+    torch.manual_seed(seed)
+    model = Surrogate(dm.input_dim, members=members, hidden=hidden)
+    trainer = make_trainer(device, epochs, val, **extra)
+    trainer.fit(model, datamodule=dm)
+    sync(device)
+    return time.perf_counter() - t0, trainer.global_step
+
+
+def run_sequential(dms: list[MBODataModule], hidden, seed, device, epochs, val, **extra) -> tuple[float, int]:
+    total, steps = 0.0, 0
+    for m, dm in enumerate(dms):
+        dt, n = fit_once(dm, 1, hidden, seed + m, device, epochs, val, **extra)
+        total += dt
+        steps += n
+    return total, steps
+
+
+def run_stacked(dm: MBODataModule, members, hidden, seed, device, epochs, val, **extra) -> tuple[float, int]:
+    return fit_once(dm, members, hidden, seed, device, epochs, val, **extra)
+
+
+# --------------------------------------------------------------------------- pure torch
+def make_batches(dm: MBODataModule, members: int, batch: int, count: int, device: torch.device, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(count):
+        idx = torch.randint(0, len(dm.y), (members, batch), generator=g)
+        out.append((dm.x[idx].to(device), dm.y[idx].to(device)))
+    return out
+
+
+def make_step(model: Surrogate):
+    """One training step as ``Surrogate.training_step`` does it without IGNITE, minus Lightning."""
+    opt = torch.optim.Adam(model.parameters(), lr=model.hparams.lr, weight_decay=model.hparams.weight_decay)
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> None:
+        opt.zero_grad()
+        mean, logstd = model(x)
+        losses = model.member_losses(mean, logstd, y)
+        losses.sum().backward()
+        opt.step()
+
+    return step
+
+
+def micro(dm, members, hidden, batch, device, steps, blocks, seed) -> tuple[float, float]:
+    """Median ms per step (one step of every member) of sequential singles and of the stacked ensemble."""
+    torch.manual_seed(seed)
+    stacked = Surrogate(dm.input_dim, members=members, hidden=hidden).to(device)
+    singles = []
+    for m in range(members):
+        torch.manual_seed(seed + m)
+        singles.append(Surrogate(dm.input_dim, members=1, hidden=hidden).to(device))
+    stacked_step = make_step(stacked)
+    single_steps = [make_step(s) for s in singles]
+    nb = 8
+    stacked_batches = make_batches(dm, members, batch, nb, device, seed)
+    single_batches = [make_batches(dm, 1, batch, nb, device, seed + 1 + m) for m in range(members)]
+
+    def run_stacked_block(n: int) -> None:
+        for i in range(n):
+            stacked_step(*stacked_batches[i % nb])
+
+    def run_sequential_block(n: int) -> None:
+        for step, batches in zip(single_steps, single_batches, strict=True):
+            for i in range(n):
+                step(*batches[i % nb])
+
+    warm = max(3, steps // 5)
+    run_stacked_block(warm)
+    run_sequential_block(warm)
+    t_seq, t_stk = [], []
+    for b in range(blocks):
+        order = [("seq", run_sequential_block), ("stk", run_stacked_block)]
+        if b % 2:
+            order.reverse()
+        for name, fn in order:
+            sync(device)
+            t0 = time.perf_counter()
+            fn(steps)
+            sync(device)
+            (t_seq if name == "seq" else t_stk).append((time.perf_counter() - t0) / steps * 1e3)
+    return median(t_seq), median(t_stk)
+
+
+# --------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    device = resolve_device(args.device)
+    hidden, width_line = resolve_hidden(args.hidden, device, CPU_HIDDEN)
+    epochs = args.epochs or (5 if device.type == "cuda" else 2)
+    micro_steps = args.micro_steps or (200 if device.type == "cuda" else 30)
+    val = not args.no_val
+    M = args.members
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False  # FP32, as the package trains by default
+        torch.backends.cudnn.allow_tf32 = False
+
+    dm = MBODataModule(args.task, batch_size=args.batch_size, seed=args.seed)
+    dms = [MBODataModule(args.task, batch_size=args.batch_size, seed=args.seed + m) for m in range(M)]
+    n_train = len(dm.y) - dm.n_val
+    steps_per_epoch = math.ceil(n_train / args.batch_size)
+
+    print("== stacked ensemble vs. sequential single surrogates ==")
+    print(f"device:  {device_line(device)}")
+    print(f"version: {versions_line()}")
+    print(f"task:    {args.task}: {n_train} training rows, {dm.n_val} validation rows, batch {args.batch_size} "
+          f"-> {steps_per_epoch} steps/epoch; input dim {dm.input_dim}")
+    print(f"model:   Surrogate, Gaussian head, leaky-ReLU, width {width_line}")
+    print(f"run:     members {M}, epochs {epochs}, repeats {args.repeats}, validation {'on' if val else 'off'}")
+    print(flush=True)
+
+    lightning_rows = None
+    if not args.skip_lightning:
+        # Warm-up (CUDA context, cuBLAS handles, allocator, Lightning's first-use imports).
+        run_stacked(dm, M, hidden, args.seed, device, 1, val, limit_train_batches=3, limit_val_batches=1)
+        run_sequential(dms[:1], hidden, args.seed, device, 1, val, limit_train_batches=3, limit_val_batches=1)
+
+        seq_times, stk_times, rows = [], [], []
+        for r in range(args.repeats):
+            order = ["seq", "stk"] if r % 2 == 0 else ["stk", "seq"]
+            res = {}
+            for which in order:
+                if which == "seq":
+                    res[which] = run_sequential(dms, hidden, args.seed, device, epochs, val)
+                else:
+                    res[which] = run_stacked(dm, M, hidden, args.seed, device, epochs, val)
+            (t_seq, n_seq), (t_stk, n_stk) = res["seq"], res["stk"]
+            expect = epochs * steps_per_epoch
+            if n_stk != expect or n_seq != M * expect:
+                print(f"  warning: optimizer steps stacked {n_stk}, sequential {n_seq}; expected {expect} and "
+                      f"{M * expect}")
+            seq_times.append(t_seq)
+            stk_times.append(t_stk)
+            rows.append([str(r), "->".join(order), f"{t_seq:.2f}", f"{t_stk:.2f}", f"{t_seq / t_stk:.2f}x"])
+            print(f"  repeat {r}: sequential {t_seq:.2f} s, stacked {t_stk:.2f} s", flush=True)
+        ms, mk = median(seq_times), median(stk_times)
+        rows.append(["median", "", f"{ms:.2f}", f"{mk:.2f}", f"{ms / mk:.2f}x"])
+        lightning_rows = (ms, mk)
+        print()
+        print(f"Lightning Trainer, {epochs} epochs, wall seconds (model + Trainer construction + fit):")
+        print(table(rows, ["repeat", "order", f"sequential {M}x1 [s]", f"stacked {M} [s]", "seq/stacked"]))
+        print()
+
+    if not args.skip_micro:
+        m_seq, m_stk = micro(dm, M, hidden, args.batch_size, device, micro_steps, args.micro_blocks, args.seed)
+        rows = [["pure torch (no Lightning, data on device)", f"{m_seq:.2f}", f"{m_stk:.2f}", f"{m_seq / m_stk:.2f}x"]]
+        if lightning_rows is not None:
+            ms, mk = lightning_rows
+            total = epochs * steps_per_epoch
+            l_seq, l_stk = ms / total * 1e3, mk / total * 1e3
+            rows.append(["Lightning fit, all-in (wall / train steps)", f"{l_seq:.2f}", f"{l_stk:.2f}",
+                         f"{l_seq / l_stk:.2f}x"])
+            rows.append(["  = framework + data + validation overhead", f"{l_seq - m_seq:+.2f}", f"{l_stk - m_stk:+.2f}",
+                         ""])
+        print(f"Per training step of all {M} members, ms (median of {args.micro_blocks} blocks of {micro_steps} steps):")
+        print(table(rows, ["", f"sequential {M}x1", f"stacked {M}", "seq/stacked"]))
+        print("  (sequential: M single-member steps one after another; overhead row: Lightning minus pure torch)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,222 @@
+"""Tri-mentoring: parallel proxies that mentor each other during design ascent.
+
+Chen, Beckham, Liu, Liu, Pal, "Parallel-mentoring for Offline Model-based Optimization",
+NeurIPS 2023 (METHODS.md 4). Three (in general ``P``) MLP proxies are pre-trained as one
+stacked module. During ascent every candidate gets its OWN copies of the proxies; before each
+Adam step on the candidate, the copies are mentored: pairwise labels on ``K`` neighbourhood
+points, majority voting, and for each proxy one SGD step of lr β on the pairs where it
+disagrees with the consensus, with soft labels refined by one bi-level step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from lightning_mbo.functional.ascent import AscentOptimizer
+from lightning_mbo.functional.mentoring import (
+    disagreement_mask,
+    majority_vote,
+    mentor_batched,
+    mentor_proxy_higher,
+    pairwise_labels,
+    predict_stacked,
+    summed_rank_labels,
+)
+from lightning_mbo.methods.ignite import Ignite
+from lightning_mbo.methods.surrogate import Surrogate
+from lightning_mbo.nn import Activation, Init, member_module
+
+Backend = Literal["batched", "higher"]
+
+
+class TriMentoring(Surrogate):
+    """Tri-mentoring (``P`` proxies, 3 by default) at the authors' released settings.
+
+    Pre-training (inherited from :class:`Surrogate`, defaults changed): three ReLU MLPs
+    ``D -> 2048 -> 2048 -> 1``, MSE on z-scored y, Adam lr 0.1 with a per-epoch cosine decay to
+    0, each proxy its own seed, data order and 90/10 split (set ``data.val_size: 0.1``), keeping
+    each proxy's epoch with the best validation Pearson correlation. The released lr 0.1 makes
+    the proxies peak early and then collapse (METHODS.md 4); ``lr`` is a setting and
+    ``val/pearson_m*`` shows the effect.
+
+    Ascent: Adam on x, lr 0.1 and 100 steps for discrete tasks, 1e-3 and 200 for continuous
+    ones, maximising the mean of the candidate's own mentored proxies.
+
+    Args:
+        input_dim: flattened design size (linked from the datamodule).
+        members: number of proxies ``P``.
+        hidden: hidden widths of each proxy.
+        activation: hidden activation.
+        init: weight initialisation (``torch``: ``nn.Linear``'s default, as the released code).
+        lr: pre-training learning rate.
+        weight_decay: pre-training weight decay.
+        lr_schedule: ``cosine`` (per epoch, to 0) or ``constant``.
+        ignite: the gradient-norm constraint for pre-training (IGNITE); ``null``: off.
+        select_best: keep each proxy's best-validation-Pearson epoch.
+        ascent_steps: ascent steps (``null``: 100 for discrete tasks, 200 for continuous).
+        ascent_lr: Adam's lr on x (``null``: 0.1 discrete, 1e-3 continuous).
+        ascent_optimizer: ``adam`` (released) or ``sgd``.
+        mentoring: mentor the proxies during ascent; ``false`` is plain mean-ensemble ascent.
+        voting: consensus by majority vote; ``false`` ranks by the summed prediction (ablation).
+        soft_labels: refine labels by the bi-level step; ``false`` uses hard labels (ablation).
+        neighbours: neighbourhood size ``K``.
+        delta: neighbourhood scale δ (in normalised design space).
+        beta: inner and mentoring SGD learning rate β.
+        lambda_s: soft-label learning rate λ_s.
+        backend: ``batched`` (all candidates at once, torch.func) or ``higher`` (one candidate and
+            proxy at a time, the released algorithm; slow, the reference).
+        data_chunk: rows of the training set per chunk in the outer MSE gradient (``null``: all).
+        mentoring_seed: seed of the neighbourhood noise.
+    """
+
+    per_member_split = True
+
+    def __init__(
+        self,
+        input_dim: int,
+        members: int = 3,
+        hidden: Sequence[int] = (2048, 2048),
+        activation: Activation = "relu",
+        init: Init = "torch",
+        lr: float = 0.1,
+        weight_decay: float = 0.0,
+        lr_schedule: Literal["constant", "cosine"] = "cosine",
+        ignite: Ignite | None = None,
+        select_best: bool = True,
+        ascent_steps: int | None = None,
+        ascent_lr: float | None = None,
+        ascent_optimizer: AscentOptimizer = "adam",
+        mentoring: bool = True,
+        voting: bool = True,
+        soft_labels: bool = True,
+        neighbours: int = 10,
+        delta: float = 0.1,
+        beta: float = 1e-3,
+        lambda_s: float = 0.1,
+        backend: Backend = "batched",
+        data_chunk: int | None = None,
+        mentoring_seed: int = 0,
+    ) -> None:
+        super().__init__(
+            input_dim=input_dim,
+            members=members,
+            hidden=hidden,
+            activation=activation,
+            init=init,
+            head="mse",
+            lr=lr,
+            weight_decay=weight_decay,
+            lr_schedule=lr_schedule,
+            aggregate="mean",
+            ignite=ignite,
+            select_best=select_best,
+            ascent_steps=ascent_steps or 0,
+            ascent_lr=ascent_lr,
+            ascent_optimizer=ascent_optimizer,
+        )
+        self.save_hyperparameters()
+        if neighbours < 2:
+            raise ValueError(f"neighbours (K) must be >= 2 to form pairs, got {neighbours}")
+        if backend not in ("batched", "higher"):
+            raise ValueError(f"unknown backend {backend!r}; choose 'batched' or 'higher'")
+
+    def method_name(self) -> str:
+        name = "tri_mentoring" if self.hparams.mentoring else f"mean_of_{self.hparams.members}_proxies"
+        return name + ("+ignite" if self.constraint is not None else "")
+
+    def ascent_defaults(self, datamodule: Any = None) -> dict[str, Any]:
+        discrete = bool(getattr(getattr(datamodule, "task", None), "is_discrete", True))
+        steps = self.hparams.ascent_steps or (100 if discrete else 200)
+        lr = self.hparams.ascent_lr if self.hparams.ascent_lr is not None else (0.1 if discrete else 1e-3)
+        return {"steps": steps, "lr": lr, "optimizer": self.hparams.ascent_optimizer}
+
+    # --- ascent with mentoring ---------------------------------------------------------------
+    def ascent_objective(
+        self, x0: Tensor, datamodule: Any, candidate_ids: Tensor, num_total: int
+    ) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor, int], None] | None]:
+        self.ascent_stats = {"disagreement": [], "soft_label_drift": []}
+        if not self.hparams.mentoring:
+            return self.predict_designs, None
+        x_data = datamodule.x.to(self.device)
+        y_data = datamodule.y.to(self.device)
+        gen = torch.Generator().manual_seed(self.hparams.mentoring_seed)
+        ids = candidate_ids.cpu()
+        k, d = self.hparams.neighbours, x0.shape[1]
+
+        def neighbourhoods(x: Tensor) -> Tensor:
+            # One draw for all candidates of all processes, so results do not depend on the split.
+            noise = torch.randn((num_total, k, d), generator=gen)[ids].to(x)
+            return x.unsqueeze(1) + self.hparams.delta * noise
+
+        if self.hparams.backend == "batched":
+            return self._batched_ascent(x0, x_data, y_data, neighbourhoods)
+        return self._higher_ascent(x0, x_data, y_data, neighbourhoods)
+
+    def _consensus(self, pred: Tensor) -> tuple[Tensor, Tensor]:
+        """Consensus labels ``(..., n_pairs)`` and disagreement masks ``(..., P, n_pairs)`` of
+        predictions ``(..., P, K)``."""
+        labels = pairwise_labels(pred)
+        consensus = majority_vote(labels) if self.hparams.voting else summed_rank_labels(pred)
+        return consensus, disagreement_mask(labels, consensus)
+
+    def _record(self, mask: Tensor, consensus: Tensor, soft: Tensor) -> None:
+        drift = ((soft - consensus.unsqueeze(-2).to(soft)).abs() * mask).sum() / mask.sum().clamp(min=1)
+        self.ascent_stats["disagreement"].append(float(mask.sum(-1).float().mean()))
+        self.ascent_stats["soft_label_drift"].append(float(drift))
+
+    def _batched_ascent(self, x0: Tensor, x_data: Tensor, y_data: Tensor, neighbourhoods):
+        c = x0.shape[0]
+        # Each candidate's own copy of the P proxies: (C, P, ...).
+        state = {n: p.detach().unsqueeze(0).expand(c, *p.shape).clone() for n, p in self.net.named_parameters()}
+        act = self.hparams.activation
+
+        @torch.no_grad()
+        def before_step(x: Tensor, t: int) -> None:
+            x_nb = neighbourhoods(x)
+            consensus, mask = self._consensus(predict_stacked(state, x_nb, act))
+            new, soft = mentor_batched(
+                state, x_nb, consensus, mask, x_data, y_data, activation=act, beta=self.hparams.beta,
+                lambda_s=self.hparams.lambda_s, soft_labels=self.hparams.soft_labels,
+                data_chunk=self.hparams.data_chunk,
+            )
+            state.update(new)
+            self._record(mask, consensus, soft)
+
+        def objective(x: Tensor) -> Tensor:
+            return predict_stacked(state, x.unsqueeze(1), act)[..., 0].mean(-1)
+
+        return objective, before_step
+
+    def _higher_ascent(self, x0: Tensor, x_data: Tensor, y_data: Tensor, neighbourhoods):
+        c, act = x0.shape[0], self.hparams.activation
+        params = dict(self.net.named_parameters())
+        proxies = [
+            [member_module({n: v[p].detach() for n, v in params.items()}, act) for p in range(self.num_members)]
+            for _ in range(c)
+        ]
+
+        def before_step(x: Tensor, t: int) -> None:
+            x_nb = neighbourhoods(x)
+            masks, consensuses, softs = [], [], []
+            for i in range(c):
+                with torch.no_grad():
+                    pred = torch.stack([m(x_nb[i])[..., 0] for m in proxies[i]])
+                consensus, mask = self._consensus(pred)
+                soft = torch.stack([
+                    mentor_proxy_higher(m, x_nb[i], consensus, mask[p], x_data, y_data, beta=self.hparams.beta,
+                                        lambda_s=self.hparams.lambda_s, soft_labels=self.hparams.soft_labels)
+                    for p, m in enumerate(proxies[i])
+                ])
+                masks.append(mask), consensuses.append(consensus), softs.append(soft)
+            self._record(torch.stack(masks), torch.stack(consensuses), torch.stack(softs))
+
+        def objective(x: Tensor) -> Tensor:
+            return torch.stack([
+                torch.stack([m(x[i:i + 1])[0, 0] for m in proxies[i]]).mean() for i in range(c)
+            ])
+
+        return objective, before_step
