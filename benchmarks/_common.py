@@ -23,6 +23,8 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", ".*LeafSpec.*")
     warnings.filterwarnings("ignore", ".*treespec.*")
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+    import pytorch_lightning  # noqa: F401  (its import sets its own loggers to INFO; override after)
+
     for name in ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric"):
         logging.getLogger(name).setLevel(logging.ERROR)
     os.environ.setdefault("PL_DISABLE_FORK", "1")
@@ -62,7 +64,11 @@ def device_line(device: torch.device) -> str:
         props = torch.cuda.get_device_properties(idx)
         return f"cuda:{idx} {props.name} ({props.total_memory / 2**30:.0f} GiB), CUDA {torch.version.cuda}"
     cpu = platform.processor() or platform.machine()
-    return f"cpu {cpu}, {os.cpu_count()} logical cores, torch threads {torch.get_num_threads()}"
+    try:
+        load = "load average %.1f %.1f %.1f at start" % os.getloadavg()
+    except OSError:
+        load = ""
+    return f"cpu {cpu}, {os.cpu_count()} logical cores, torch threads {torch.get_num_threads()}; {load}"
 
 
 def versions_line() -> str:

@@ -13,6 +13,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_info
 
 from lightning_mbo.functional.ascent import AscentOptimizer, gradient_ascent
@@ -89,24 +90,27 @@ class DesignAscent(Callback):
         return out
 
     def run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, datamodule) -> dict[str, Any] | None:
-        """Ascend, score, log and write; returns the results on rank 0."""
+        """Ascend, score, log and write; returns the results on rank 0 (None elsewhere)."""
         t0 = time.perf_counter()
         fit_seconds = t0 - self._fit_start
         cfg = self.settings(pl_module, datamodule)
-        x0 = datamodule.starting_designs(self.num_candidates).to(pl_module.device)
+        # Seeds as a batch dimension: every replicate ascends its own copy of the starting designs.
+        reps = int(getattr(pl_module, "replicates", 1))
+        total = reps * self.num_candidates
+        x0 = datamodule.starting_designs(self.num_candidates).to(pl_module.device).repeat(reps, 1)
         rank, world = trainer.global_rank, trainer.world_size
-        if self.num_candidates % world:
-            raise ValueError(f"{self.num_candidates} candidates do not split evenly over {world} processes")
-        mine = torch.arange(self.num_candidates, device=x0.device).tensor_split(world)[rank]
+        if total % world:
+            raise ValueError(f"{total} candidates do not split evenly over {world} processes")
+        mine = torch.arange(total, device=x0.device).tensor_split(world)[rank]
         was_training = pl_module.training
         pl_module.eval()
-        objective, hook = pl_module.ascent_objective(x0[mine], datamodule, mine, self.num_candidates)
+        objective, hook = pl_module.ascent_objective(x0[mine], datamodule, mine, total)
         result = gradient_ascent(x0[mine], objective, cfg["steps"], cfg["lr"], cfg["optimizer"], hook)
         pl_module.train(was_training)
         x, traj = result.x, result.trajectory
         if world > 1:
-            x = trainer.strategy.all_gather(x).reshape(self.num_candidates, -1)
-            traj = trainer.strategy.all_gather(traj).permute(1, 0, 2).reshape(traj.shape[0], -1)
+            x = trainer.strategy.all_gather(x).reshape(total, -1)
+            traj = trainer.strategy.all_gather(traj).permute(1, 0, 2).reshape(traj.shape[0], total)
         ascent_seconds = time.perf_counter() - t0
         if rank != 0:
             return None
@@ -114,43 +118,60 @@ class DesignAscent(Callback):
         designs = datamodule.decode(x)
         scores = datamodule.score(designs)
         normalized = datamodule.normalize_score(scores)
-        task = datamodule.task
-        pred = datamodule.denormalize_y(traj.float().cpu())
-        results: dict[str, Any] = {
-            "task": task.name,
-            "method": pl_module.method_name(),
-            "seed": _seed(trainer, datamodule),
-            **score_percentiles(normalized),
-            "best_visible": task.best_visible,
-            "num_candidates": self.num_candidates,
-            "ascent": cfg,
-            "mean_predicted_final": float(pred[-1].mean()),
-            "fit_seconds": fit_seconds,
-            "ascent_seconds": ascent_seconds,
-            "wall_seconds": fit_seconds + ascent_seconds,
-        }
+        pred = datamodule.denormalize_y(traj.float().cpu())  # (steps + 1, total), raw score units
+        task, seed = datamodule.task, _seed(trainer, datamodule)
+        rows = []
+        for r, idx in enumerate(np.split(np.arange(total), reps)):
+            rows.append({
+                "task": task.name,
+                "method": pl_module.method_name(),
+                "seed": seed,
+                **({"replicate": r} if reps > 1 else {}),
+                **score_percentiles(normalized[idx]),
+                "best_visible": task.best_visible,
+                "num_candidates": self.num_candidates,
+                "ascent": cfg,
+                "mean_predicted_final": float(pred[-1, idx].mean()),
+                "fit_seconds": fit_seconds,
+                "ascent_seconds": ascent_seconds,
+                "wall_seconds": fit_seconds + ascent_seconds,
+            })
+        results = rows[0] if reps == 1 else {**{k: rows[0][k] for k in ("task", "method", "seed")}, "runs": rows}
         self.results = results
-        self._log(trainer, results, pred, getattr(pl_module, "ascent_stats", {}))
+        self._log(trainer, pl_module, rows, pred, normalized, getattr(pl_module, "ascent_stats", {}))
         out = Path(self.output_dir) if self.output_dir else Path(trainer.log_dir or trainer.default_root_dir)
-        save_npy(out / "designs.npy", designs)
-        save_npy(out / "scores.npy", scores)
+        shape = (reps, self.num_candidates) if reps > 1 else (self.num_candidates,)
+        save_npy(out / "designs.npy", designs.reshape(*shape, *designs.shape[1:]))
+        save_npy(out / "scores.npy", scores.reshape(shape))
         save_json(out / "results.json", results)
-        rank_zero_info(
-            f"{task.name} {results['method']}: normalised score 100th {results['score_100th']:.3f}, "
-            f"80th {results['score_80th']:.3f}, 50th {results['score_50th']:.3f} "
-            f"(D(best) {task.best_visible:.3f}); results in {out}"
-        )
+        for row in rows:
+            rank_zero_info(
+                f"{task.name} {row['method']}: normalised score 100th {row['score_100th']:.3f}, "
+                f"80th {row['score_80th']:.3f}, 50th {row['score_50th']:.3f} "
+                f"(D(best) {task.best_visible:.3f}); results in {out}"
+            )
         return results
 
     def _log(
-        self, trainer: pl.Trainer, results: dict[str, Any], pred: torch.Tensor, stats: dict[str, list[float]]
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        rows: list[dict[str, Any]],
+        pred: torch.Tensor,
+        normalized: np.ndarray,
+        stats: dict[str, list[float]],
     ) -> None:
-        step = trainer.global_step
+        """Final scores, hyper-parameters with scores (HParams tab), score histogram,
+        predicted-versus-oracle scatter and ascent trajectories."""
+        scores = {f"design/{k}": float(np.mean([r[k] for r in rows])) for k in rows[0] if k.startswith("score_")}
         for logger in trainer.loggers:
-            metrics = {f"design/{k}": v for k, v in results.items() if k.startswith("score_")}
-            logger.log_metrics(metrics, step=step)
+            logger.log_metrics(scores, step=trainer.global_step)
             exp = getattr(logger, "experiment", None)
-            if exp is not None and hasattr(exp, "add_scalar"):
+            if isinstance(logger, TensorBoardLogger) and exp is not None:
+                logger.log_hyperparams(_flat_hparams(pl_module, trainer), metrics=scores)
+                exp.add_histogram("design/normalized_scores", normalized, trainer.global_step)
+                exp.add_figure("design/predicted_vs_oracle", _scatter(pred[-1].numpy(), normalized, rows),
+                               trainer.global_step)
                 # Predicted-score trajectory over ascent steps (mean and max over candidates).
                 for t in range(pred.shape[0]):
                     exp.add_scalar("design/predicted_mean", float(pred[t].mean()), t)
@@ -160,6 +181,39 @@ class DesignAscent(Callback):
                     for t, v in enumerate(values):
                         exp.add_scalar(f"design/{name}", v, t)
             logger.save()
+
+
+def _flat_hparams(pl_module: pl.LightningModule, trainer: pl.Trainer) -> dict[str, Any]:
+    """Scalar hyper-parameters of the model and data (nested settings flattened)."""
+    out: dict[str, Any] = {"method": pl_module.method_name()}
+    sources = [("model", dict(pl_module.hparams))]
+    if trainer.datamodule is not None:
+        sources.append(("data", dict(trainer.datamodule.hparams)))
+    for prefix, hp in sources:
+        for k, v in hp.items():
+            if hasattr(v, "__dataclass_fields__"):
+                for f in v.__dataclass_fields__:
+                    out[f"{prefix}/{k}.{f}"] = getattr(v, f)
+            elif v is None or isinstance(v, (bool, int, float, str)):
+                out[f"{prefix}/{k}"] = "null" if v is None else v
+            else:
+                out[f"{prefix}/{k}"] = str(v)
+    return out
+
+
+def _scatter(predicted: np.ndarray, normalized: np.ndarray, rows: list[dict[str, Any]]):
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    ax.scatter(predicted, normalized, s=8, alpha=0.7)
+    ax.set_xlabel("surrogate's predicted score (raw units)")
+    ax.set_ylabel("oracle score (normalised)")
+    ax.set_title(f"{rows[0]['method']}: 100th {np.mean([r['score_100th'] for r in rows]):.3f}")
+    fig.tight_layout()
+    return fig
 
 
 def _seed(trainer: pl.Trainer, datamodule) -> int | None:

@@ -47,6 +47,9 @@ class Surrogate(pl.LightningModule):
         aggregate: how members' predictions combine for ascent: ``mean`` or ``min``.
         ignite: the gradient-norm constraint (IGNITE); ``null`` trains without it.
         select_best: keep each member's epoch with the best validation Pearson correlation.
+        replicates: independent runs stacked in this one module (seeds as a batch dimension):
+            ``replicates * members`` networks, each replicate its own initialisation and data
+            order, its own ascent and its own results row. 1 is one ordinary run.
         ascent_steps: design-ascent steps.
         ascent_lr: ascent step size; ``null`` means ``0.01 * sqrt(input_dim)`` (design-baselines).
         ascent_optimizer: ``sgd`` (plain ``x + lr * grad``) or ``adam``.
@@ -69,6 +72,7 @@ class Surrogate(pl.LightningModule):
         aggregate: Aggregate = "mean",
         ignite: Ignite | None = None,
         select_best: bool = False,
+        replicates: int = 1,
         ascent_steps: int = 200,
         ascent_lr: float | None = None,
         ascent_optimizer: AscentOptimizer = "sgd",
@@ -79,6 +83,10 @@ class Surrogate(pl.LightningModule):
             self.save_hyperparameters()
         self.automatic_optimization = False
         self.head, self.aggregate = head, aggregate
+        if replicates < 1:
+            raise ValueError(f"replicates must be >= 1, got {replicates}")
+        self.replicates = replicates
+        members = members * replicates  # every network of every replicate, stacked
         if head not in ("gaussian", "mse"):
             raise ValueError(f"unknown head {head!r}; choose 'gaussian' or 'mse'")
         if aggregate not in ("mean", "min"):
@@ -96,7 +104,8 @@ class Surrogate(pl.LightningModule):
     # --- the model ------------------------------------------------------------------------
     @property
     def num_members(self) -> int:
-        return self.hparams.members
+        """Stacked networks: members of every replicate (read by the datamodule)."""
+        return self.hparams.members * self.replicates
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
         """Predicted mean ``(M, B)`` and log-std ``(M, B)`` (None for the MSE head) of ``x``
@@ -154,7 +163,7 @@ class Surrogate(pl.LightningModule):
             logs["train/violation"] = violation.mean()
         opt.step()
         self.log_dict(logs, prog_bar=True)
-        if self.hparams.members > 1:
+        if self.num_members > 1:
             self.log_dict({f"train/loss_m{m}": v for m, v in enumerate(losses.detach())})
             if self.constraint is not None:
                 self.log_dict({f"train/lambda_m{m}": v for m, v in enumerate(self.constraint.lmbda.clone())})
@@ -169,7 +178,7 @@ class Surrogate(pl.LightningModule):
         x, y = batch
         mean, logstd = self(x)
         self.log("val/loss", self.member_losses(mean, logstd, y).mean(), sync_dist=True)
-        if self.hparams.members > 1:
+        if self.num_members > 1:
             self.val_pearson.update(mean.T, y.T)
         else:
             self.val_pearson.update(mean[0], y[0])
@@ -181,7 +190,7 @@ class Surrogate(pl.LightningModule):
         pearson = self.val_pearson.compute().reshape(-1)
         self.val_pearson.reset()
         self.log("val/pearson", pearson.mean())
-        if self.hparams.members > 1:
+        if self.num_members > 1:
             self.log_dict({f"val/pearson_m{m}": v for m, v in enumerate(pearson)})
         if self.hparams.select_best:
             self._keep_best(torch.nan_to_num(pearson, nan=-1.0))
@@ -213,10 +222,22 @@ class Surrogate(pl.LightningModule):
         self._best_state = checkpoint.get("best_state")
 
     # --- design ascent ----------------------------------------------------------------------
-    def predict_designs(self, x: Tensor) -> Tensor:
-        """Aggregated predicted (normalised) score ``(N,)`` of designs ``(N, D)``."""
-        mean, _ = self(x)
-        return mean.mean(0) if self.aggregate == "mean" else mean.min(0).values
+    def predict_designs(self, x: Tensor, replicate: Tensor | None = None) -> Tensor:
+        """Aggregated predicted (normalised) score ``(N,)`` of designs ``(N, D)``.
+
+        Args:
+            x: ``(N, D)`` designs.
+            replicate: ``(N,)`` which replicate's members score each design (None: replicate 0's
+                members when there is one replicate).
+        """
+        mean, _ = self(x)  # (replicates * members, N)
+        mean = mean.view(self.replicates, self.hparams.members, -1)
+        agg = mean.mean(1) if self.aggregate == "mean" else mean.min(1).values  # (replicates, N)
+        if replicate is None:
+            if self.replicates > 1:
+                raise ValueError("with several replicates, say which replicate scores each design")
+            return agg[0]
+        return agg.gather(0, replicate.view(1, -1)).squeeze(0)
 
     def ascent_objective(
         self, x0: Tensor, datamodule: Any, candidate_ids: Tensor, num_total: int
@@ -234,7 +255,12 @@ class Surrogate(pl.LightningModule):
             (``None`` here). Per-step statistics may be left in :attr:`ascent_stats`.
         """
         self.ascent_stats: dict[str, list[float]] = {}
-        return self.predict_designs, None
+        replicate = self.replicate_of(candidate_ids, num_total)
+        return (lambda x: self.predict_designs(x, replicate)), None
+
+    def replicate_of(self, candidate_ids: Tensor, num_total: int) -> Tensor:
+        """Replicate of each candidate: candidates come in ``replicates`` blocks of ``num_total / replicates``."""
+        return (candidate_ids // (num_total // self.replicates)).to(self.device)
 
     def ascent_defaults(self, datamodule: Any = None) -> dict[str, Any]:
         """Step count, step size and rule of this method's design ascent."""

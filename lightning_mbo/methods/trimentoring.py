@@ -57,6 +57,8 @@ class TriMentoring(Surrogate):
         lr_schedule: ``cosine`` (per epoch, to 0) or ``constant``.
         ignite: the gradient-norm constraint for pre-training (IGNITE); ``null``: off.
         select_best: keep each proxy's best-validation-Pearson epoch.
+        replicates: independent runs stacked in this module (seeds as a batch dimension), each
+            with its own ``members`` proxies, mentoring and results row.
         ascent_steps: ascent steps (``null``: 100 for discrete tasks, 200 for continuous).
         ascent_lr: Adam's lr on x (``null``: 0.1 discrete, 1e-3 continuous).
         ascent_optimizer: ``adam`` (released) or ``sgd``.
@@ -87,6 +89,7 @@ class TriMentoring(Surrogate):
         lr_schedule: Literal["constant", "cosine"] = "cosine",
         ignite: Ignite | None = None,
         select_best: bool = True,
+        replicates: int = 1,
         ascent_steps: int | None = None,
         ascent_lr: float | None = None,
         ascent_optimizer: AscentOptimizer = "adam",
@@ -114,6 +117,7 @@ class TriMentoring(Surrogate):
             aggregate="mean",
             ignite=ignite,
             select_best=select_best,
+            replicates=replicates,
             ascent_steps=ascent_steps or 0,
             ascent_lr=ascent_lr,
             ascent_optimizer=ascent_optimizer,
@@ -139,8 +143,9 @@ class TriMentoring(Surrogate):
         self, x0: Tensor, datamodule: Any, candidate_ids: Tensor, num_total: int
     ) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor, int], None] | None]:
         self.ascent_stats = {"disagreement": [], "soft_label_drift": []}
+        replicate = self.replicate_of(candidate_ids, num_total)
         if not self.hparams.mentoring:
-            return self.predict_designs, None
+            return (lambda x: self.predict_designs(x, replicate)), None
         x_data = datamodule.x.to(self.device)
         y_data = datamodule.y.to(self.device)
         gen = torch.Generator().manual_seed(self.hparams.mentoring_seed)
@@ -152,9 +157,15 @@ class TriMentoring(Surrogate):
             noise = torch.randn((num_total, k, d), generator=gen)[ids].to(x)
             return x.unsqueeze(1) + self.hparams.delta * noise
 
+        # Each candidate's own copy of its replicate's P proxies: (C, P, ...).
+        p = self.hparams.members
+        proxies = {
+            n: v.detach().view(self.replicates, p, *v.shape[1:])[replicate.to(v.device)].clone()
+            for n, v in self.net.named_parameters()
+        }
         if self.hparams.backend == "batched":
-            return self._batched_ascent(x0, x_data, y_data, neighbourhoods)
-        return self._higher_ascent(x0, x_data, y_data, neighbourhoods)
+            return self._batched_ascent(proxies, x_data, y_data, neighbourhoods)
+        return self._higher_ascent(proxies, x_data, y_data, neighbourhoods)
 
     def _consensus(self, pred: Tensor) -> tuple[Tensor, Tensor]:
         """Consensus labels ``(..., n_pairs)`` and disagreement masks ``(..., P, n_pairs)`` of
@@ -168,10 +179,7 @@ class TriMentoring(Surrogate):
         self.ascent_stats["disagreement"].append(float(mask.sum(-1).float().mean()))
         self.ascent_stats["soft_label_drift"].append(float(drift))
 
-    def _batched_ascent(self, x0: Tensor, x_data: Tensor, y_data: Tensor, neighbourhoods):
-        c = x0.shape[0]
-        # Each candidate's own copy of the P proxies: (C, P, ...).
-        state = {n: p.detach().unsqueeze(0).expand(c, *p.shape).clone() for n, p in self.net.named_parameters()}
+    def _batched_ascent(self, state: dict[str, Tensor], x_data: Tensor, y_data: Tensor, neighbourhoods):
         act = self.hparams.activation
 
         @torch.no_grad()
@@ -191,12 +199,12 @@ class TriMentoring(Surrogate):
 
         return objective, before_step
 
-    def _higher_ascent(self, x0: Tensor, x_data: Tensor, y_data: Tensor, neighbourhoods):
-        c, act = x0.shape[0], self.hparams.activation
-        params = dict(self.net.named_parameters())
+    def _higher_ascent(self, state: dict[str, Tensor], x_data: Tensor, y_data: Tensor, neighbourhoods):
+        act = self.hparams.activation
+        c, n_proxies = next(iter(state.values())).shape[:2]
         proxies = [
-            [member_module({n: v[p].detach() for n, v in params.items()}, act) for p in range(self.num_members)]
-            for _ in range(c)
+            [member_module({n: v[i, p] for n, v in state.items()}, act) for p in range(n_proxies)]
+            for i in range(c)
         ]
 
         def before_step(x: Tensor, t: int) -> None:
