@@ -60,12 +60,21 @@ def with_default_config(args: list[str]) -> list[str]:
     return args
 
 
-def main(args: list[str] | None = None, run: bool = True) -> MBOCLI:
-    """Entry point; ``args`` lets tests run the CLI in-process."""
+def main(args: list[str] | None = None, run: bool = True) -> MBOCLI | None:
+    """Entry point; ``args`` lets tests run the CLI in-process.
+
+    Subcommands: LightningCLI's (``fit``, ``validate``, ...), ``ascend`` (design ascent on a saved
+    checkpoint) and ``benchmark`` (a grid of runs and its table, see :mod:`lightning_mbo.benchmark`).
+    """
     if args is None:
         # Parse the command line through `args` (with the default config filled in); LightningCLI
         # warns when both are set, so the command line is handed over here.
         args, sys.argv = list(sys.argv[1:]), sys.argv[:1]
+    if args and args[0] == "benchmark":
+        from lightning_mbo.benchmark import main as benchmark_main  # noqa: PLC0415
+
+        benchmark_main(args[1:])
+        return None
     args = with_default_config(args)
     return MBOCLI(
         Surrogate,

@@ -1,0 +1,183 @@
+"""Grids of runs (methods x seeds) and the table they make.
+
+``python -m lightning_mbo benchmark --config configs/benchmarks/<name>.yaml`` runs every method
+config for every seed through the same ``fit`` entry point as a single run, skips runs whose
+``results.json`` already exists, and writes ``table.md``, ``table.csv`` and ``table.png``:
+mean and std of the normalised 100th/80th/50th percentiles per task and method, with the
+published numbers (METHODS.md 5) alongside, and wall time per run.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import platform
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from jsonargparse import CLI
+from tqdm.auto import tqdm
+
+from lightning_mbo.callbacks.design_ascent import _atomic_write
+
+#: Published 100th-percentile numbers (METHODS.md 5 and 3), by (task, method).
+PUBLISHED: dict[tuple[str, str], str] = {
+    ("TFBind8-Exact-v0", "grad_ascent"): "0.969 ± 0.021 (re-run, 8 seeds)",
+    ("TFBind8-Exact-v0", "ens_mean"): "0.985 ± 0.008 (re-run, 8 seeds)",
+    ("TFBind8-Exact-v0", "ens_mean+ignite"): "0.987 (IGNITE paper)",
+    ("TFBind8-Exact-v0", "tri_mentoring"): "0.970 ± 0.001 (paper) / 0.956 ± 0.000 (re-run)",
+    ("TFBind8-Exact-v0", "mean_of_3_proxies"): "0.985 ± 0.008 (mean ensemble, re-run)",
+    ("TFBind10-Exact-v0", "ens_min"): "0.681 (IGNITE paper)",
+    ("TFBind10-Exact-v0", "ens_min+ignite"): "0.705 (IGNITE paper)",
+    ("TFBind10-Exact-v0", "tri_mentoring"): "0.722 ± 0.017 (paper) / 0.662 ± 0.012 (re-run)",
+}
+
+
+@dataclass
+class Run:
+    """One method of the grid.
+
+    Attributes:
+        name: folder name of its runs.
+        configs: config files, applied in order (e.g. the method's, then an overlay).
+        args: extra command-line arguments for this method.
+    """
+
+    name: str
+    configs: list[str]
+    args: list[str] = field(default_factory=list)
+
+
+def run_grid(
+    runs: list[Run],
+    seeds: list[int],
+    output_dir: str = "logs/benchmark",
+    args: list[str] | None = None,
+    stack_seeds: bool = False,
+    label: str = "",
+) -> list[dict[str, Any]]:
+    """Run every method for every seed and write the table.
+
+    Args:
+        runs: the methods.
+        seeds: the seeds; each sets ``seed_everything`` and the datamodule's seed.
+        output_dir: runs go to ``<output_dir>/<name>/seed_<s>/``, the table to ``<output_dir>/``.
+        args: extra command-line arguments for every run (e.g. ``--trainer.accelerator=gpu``).
+        stack_seeds: run all seeds of a method in ONE process as stacked replicates
+            (``model.init_args.replicates``); each still gets its own results row.
+        label: a line printed under the table's title (e.g. "quick CPU scale").
+
+    Returns:
+        One row per finished run.
+    """
+    from lightning_mbo.cli import main  # noqa: PLC0415  (the CLI imports this module)
+
+    out = Path(output_dir)
+    jobs = [(run, [s]) for run in runs for s in seeds] if not stack_seeds else [(run, list(seeds)) for run in runs]
+    rows: list[dict[str, Any]] = []
+    for run, job_seeds in tqdm(jobs, desc="benchmark grid", unit="run"):
+        run_dir = out / run.name / ("seeds_" + "_".join(map(str, job_seeds)) if stack_seeds else f"seed_{job_seeds[0]}")
+        result_file = run_dir / "results.json"
+        if not result_file.exists():
+            cli_args = ["fit"]
+            for cfg in run.configs:
+                cli_args += ["--config", cfg]
+            cli_args += [
+                *run.args, *(args or []),
+                f"--seed_everything={job_seeds[0]}", f"--data.seed={job_seeds[0]}",
+                f"--trainer.logger.init_args.save_dir={run_dir}",
+                "--trainer.logger.init_args.name=", "--trainer.logger.init_args.version=",
+                "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+            ]
+            if stack_seeds:
+                cli_args.append(f"--model.init_args.replicates={len(job_seeds)}")
+            main(cli_args)
+        result = json.loads(result_file.read_text())
+        for i, row in enumerate(result.get("runs", [result])):
+            rows.append({**row, "run": run.name, "seed": job_seeds[i] if stack_seeds else job_seeds[0]})
+    write_table(rows, out, label)
+    return rows
+
+
+def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean and std per (task, run) of the percentiles and wall time."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["task"], row["run"]), []).append(row)
+    table = []
+    for (task, run), group in groups.items():
+        entry: dict[str, Any] = {"task": task, "run": run, "method": group[0]["method"], "n": len(group)}
+        for key in ("score_100th", "score_80th", "score_50th", "wall_seconds"):
+            values = np.array([r[key] for r in group], dtype=np.float64)
+            entry[f"{key}_mean"], entry[f"{key}_std"] = float(values.mean()), float(values.std())
+        entry["best_visible"] = group[0]["best_visible"]
+        entry["published_100th"] = PUBLISHED.get((task, group[0]["method"]), "")
+        table.append(entry)
+    return table
+
+
+def _provenance() -> str:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                check=False).stdout.strip() or "unknown"
+    except OSError:
+        commit = "unknown"
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({platform.processor() or 'x86_64'})"
+    return f"machine: {device}, {torch.get_num_threads()} threads; torch {torch.__version__}; commit {commit}"
+
+
+def write_table(rows: list[dict[str, Any]], out: Path, label: str = "") -> None:
+    """Write ``table.md``, ``table.csv`` and ``table.png`` into ``out`` (atomically)."""
+    table = summarize(rows)
+    md = ["# Normalised scores (mean ± std over seeds)", ""]
+    if label:
+        md += [label, ""]
+    md += [_provenance(), ""]
+    md += ["| task | run | method | seeds | 100th | 80th | 50th | published 100th | D(best) | wall s / run |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for e in table:
+        md.append(
+            f"| {e['task']} | {e['run']} | {e['method']} | {e['n']} "
+            f"| {e['score_100th_mean']:.3f} ± {e['score_100th_std']:.3f} "
+            f"| {e['score_80th_mean']:.3f} ± {e['score_80th_std']:.3f} "
+            f"| {e['score_50th_mean']:.3f} ± {e['score_50th_std']:.3f} "
+            f"| {e['published_100th'] or '-'} | {e['best_visible']:.3f} | {e['wall_seconds_mean']:.1f} |"
+        )
+    _atomic_write(out / "table.md", lambda f: f.write(("\n".join(md) + "\n").encode()))
+    buf = io.StringIO()
+    if table:
+        writer = csv.DictWriter(buf, fieldnames=list(table[0]))
+        writer.writeheader()
+        writer.writerows(table)
+    _atomic_write(out / "table.csv", lambda f: f.write(buf.getvalue().encode()))
+    _plot(table, out / "table.png")
+
+
+def _plot(table: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * max(1, len(table)), 3.6))
+    names = [f"{e['run']}\n{e['task'].split('-')[0]}" for e in table]
+    ax.bar(range(len(table)), [e["score_100th_mean"] for e in table],
+           yerr=[e["score_100th_std"] for e in table], capsize=3)
+    for i, e in enumerate(table):
+        ax.hlines(e["best_visible"], i - 0.4, i + 0.4, colors="grey", linestyles="dotted")
+    ax.set_xticks(range(len(table)), names, rotation=45, ha="right", fontsize=7)
+    ax.set_ylabel("normalised 100th percentile")
+    ax.set_title("mean ± std over seeds (dotted: D(best))", fontsize=9)
+    fig.tight_layout()
+    _atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
+    plt.close(fig)
+
+
+def main(args: list[str] | None = None) -> None:
+    """``python -m lightning_mbo benchmark --config configs/benchmarks/<name>.yaml``."""
+    CLI(run_grid, args=args, as_positional=False)

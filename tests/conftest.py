@@ -1,0 +1,91 @@
+"""Shared fixtures: hermetic data search, synthetic design-bench shards in ``tmp_path``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lightning_mbo.tasks import io
+
+#: The repository root (configs live under it); tests never read outside it.
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+#: TFBind10's folder and shard prefix in design-bench's layout.
+TFBIND10_FOLDER, TFBIND10_PREFIX = "tf_bind_10-pho4", "tf_bind_10"
+
+ShardWriter = Callable[..., Path]
+
+
+@pytest.fixture(autouse=True)
+def hermetic_data_search(monkeypatch: pytest.MonkeyPatch):
+    """No test sees a developer's ``$LIGHTNING_MBO_DATA_DIR`` or an installed design_bench's data,
+    and Lightning's global seed variable does not leak from one test into the next."""
+    monkeypatch.delenv(io.DATA_DIR_ENV, raising=False)
+    monkeypatch.setattr(io, "design_bench_data_dir", lambda: None)
+    seed = os.environ.get("PL_GLOBAL_SEED")
+    yield
+    if seed is None:
+        os.environ.pop("PL_GLOBAL_SEED", None)
+    else:
+        os.environ["PL_GLOBAL_SEED"] = seed
+
+
+def write_shards(
+    root: Path,
+    xs: Sequence[np.ndarray],
+    ys: Sequence[np.ndarray],
+    folder: str = TFBIND10_FOLDER,
+    prefix: str = TFBIND10_PREFIX,
+    x_indices: Sequence[int] | None = None,
+    y_indices: Sequence[int] | None = None,
+) -> Path:
+    """Write ``<root>/<folder>/<prefix>-{x,y}-<i>.npy`` as design-bench does; returns the folder.
+
+    ``x_indices`` / ``y_indices`` name the shard numbers (default 0, 1, ...), so tests can leave
+    gaps or write a different number of x and y shards.
+    """
+    out = Path(root) / folder
+    out.mkdir(parents=True, exist_ok=True)
+    for i, a in zip(x_indices if x_indices is not None else range(len(xs)), xs, strict=True):
+        np.save(out / f"{prefix}-x-{i}.npy", a)
+    for i, a in zip(y_indices if y_indices is not None else range(len(ys)), ys, strict=True):
+        np.save(out / f"{prefix}-y-{i}.npy", a)
+    return out
+
+
+def distinct_designs(n: int, length: int = 10, num_classes: int = 4, seed: int = 0) -> np.ndarray:
+    """``n`` distinct int32 designs ``(n, length)`` with values in ``[0, num_classes)``."""
+    rng = np.random.default_rng(seed)
+    keys = rng.choice(num_classes**length, size=n, replace=False)
+    digits = (keys[:, None] // num_classes ** np.arange(length - 1, -1, -1)) % num_classes
+    return digits.astype(np.int32)
+
+
+@pytest.fixture
+def shard_writer() -> ShardWriter:
+    """:func:`write_shards`, for tests that build their own shards."""
+    return write_shards
+
+
+@pytest.fixture
+def tfbind10_shards(tmp_path: Path) -> tuple[Path, list[np.ndarray], list[np.ndarray]]:
+    """12 shards of 5 distinct TFBind10 designs each, y = shard + row / 10 (increasing in shard order).
+
+    Twelve shards so that numeric order (..., 9, 10, 11) and string order (1, 10, 11, 2, ...) differ.
+    Returns the data directory and the x and y shards in numeric order.
+    """
+    designs = distinct_designs(60, seed=1)
+    xs = [designs[5 * i:5 * (i + 1)] for i in range(12)]
+    ys = [(i + np.arange(5, dtype=np.float32) / 10)[:, None].astype(np.float32) for i in range(12)]
+    write_shards(tmp_path, xs, ys)
+    return tmp_path, xs, ys
+
+
+@pytest.fixture
+def make_designs() -> Callable[..., np.ndarray]:
+    """:func:`distinct_designs`, for tests that build their own shards."""
+    return distinct_designs

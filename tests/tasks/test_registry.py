@@ -1,0 +1,70 @@
+"""Task names (lightning_mbo.tasks.registry)."""
+
+from __future__ import annotations
+
+import pytest
+
+from lightning_mbo.tasks import QUADRATIC, TASKS, Task, UnknownTaskError, get_spec
+
+DESIGN_BENCH_TASKS = [
+    "TFBind8-Exact-v0", "TFBind10-Exact-v0", "Superconductor-RandomForest-v0", "AntMorphology-Exact-v0",
+    "DKittyMorphology-Exact-v0", "HopperController-Exact-v0", "GFP-Transformer-v0", "UTR-ResNet-v0",
+]
+
+
+def test_unknown_task_lists_every_known_task():
+    with pytest.raises(UnknownTaskError) as err:
+        get_spec("TFBind9-Exact-v0")
+    message = str(err.value)
+    assert "'TFBind9-Exact-v0'" in message
+    for name in [*DESIGN_BENCH_TASKS, QUADRATIC]:
+        assert name in message
+    # A ValueError, so argument parsers and callers that catch ValueError see it.
+    assert isinstance(err.value, ValueError)
+
+
+def test_task_with_unknown_name_raises_before_reading_data(tmp_path):
+    with pytest.raises(UnknownTaskError, match="known tasks: .*TFBind8-Exact-v0"):
+        Task("tfbind8", data_dir=tmp_path)
+
+
+@pytest.mark.parametrize("name", DESIGN_BENCH_TASKS)
+def test_design_bench_tasks_are_registered(name):
+    assert get_spec(name).name == name
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_score_range_is_increasing(name):
+    spec = TASKS[name]
+    if spec.y_min is not None and spec.y_max is not None:
+        assert spec.y_min < spec.y_max
+    assert 0 <= spec.min_percentile < spec.max_percentile <= 100
+    if spec.discrete:
+        assert spec.num_classes is not None and spec.num_classes >= 2
+
+
+@pytest.mark.parametrize(
+    ("name", "y_min", "y_max", "lo", "hi", "oracle"),
+    [
+        ("TFBind8-Exact-v0", 0.0, 1.0, 0, 50, "exact"),
+        ("TFBind10-Exact-v0", -1.8585268, 2.1287067, 0, 50, "exact"),
+        ("Superconductor-RandomForest-v0", 0.00021, 185.0, 0, 80, "design_bench"),
+        ("AntMorphology-Exact-v0", -386.90036, 590.24445, 0, 40, "design_bench"),
+        ("DKittyMorphology-Exact-v0", -880.4585, 340.90985, 0, 40, "design_bench"),
+        ("HopperController-Exact-v0", 87.93491, 1361.6106, 0, 100, "design_bench"),
+        ("GFP-Transformer-v0", 1.2834193, 4.123109, 50, 60, "design_bench"),
+        ("UTR-ResNet-v0", 0.0, 12.0, 0, 20, "design_bench"),
+    ],
+)
+def test_spec_constants_match_methods_md(name, y_min, y_max, lo, hi, oracle):
+    spec = get_spec(name)
+    assert (spec.y_min, spec.y_max) == (y_min, y_max)
+    assert (spec.min_percentile, spec.max_percentile) == (lo, hi)
+    assert spec.oracle == oracle
+
+
+def test_tfbind_layout_and_best_visible():
+    t8, t10 = get_spec("TFBind8-Exact-v0"), get_spec("TFBind10-Exact-v0")
+    assert (t8.folder, t8.prefix, t8.num_classes, t8.best_visible) == ("tf_bind_8-SIX6_REF_R1", "tf_bind_8", 4, 0.439)
+    assert (t10.folder, t10.prefix, t10.num_classes, t10.best_visible) == ("tf_bind_10-pho4", "tf_bind_10", 4, 0.467)
+    assert get_spec("GFP-Transformer-v0").max_samples == 5000
