@@ -23,6 +23,7 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", ".*LeafSpec.*")
     warnings.filterwarnings("ignore", ".*treespec.*")
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", ".*IterableDataset.*has `__len__` defined.*")
     import pytorch_lightning  # noqa: F401  (its import sets its own loggers to INFO; override after)
 
     for name in ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric"):
@@ -62,10 +63,11 @@ def device_line(device: torch.device) -> str:
     if device.type == "cuda":
         idx = device.index if device.index is not None else torch.cuda.current_device()
         props = torch.cuda.get_device_properties(idx)
-        return f"cuda:{idx} {props.name} ({props.total_memory / 2**30:.0f} GiB), CUDA {torch.version.cuda}"
+        return (f"cuda:{idx} {props.name} ({props.total_memory / 2**30:.0f} GiB), CUDA {torch.version.cuda}, "
+                f"float32 matmul precision {torch.get_float32_matmul_precision()!r}")
     cpu = platform.processor() or platform.machine()
     try:
-        load = "load average %.1f %.1f %.1f at start" % os.getloadavg()
+        load = "load average {:.1f} {:.1f} {:.1f} at start".format(*os.getloadavg())
     except OSError:
         load = ""
     return f"cpu {cpu}, {os.cpu_count()} logical cores, torch threads {torch.get_num_threads()}; {load}"

@@ -62,6 +62,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--micro-steps", type=int, default=None,
                    help="steps per timed block of the pure-torch microbenchmark (default: 30 on cpu, 200 on cuda)")
     p.add_argument("--micro-blocks", type=int, default=5, help="timed blocks of the microbenchmark (median taken)")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's default)")
+    p.add_argument("--log-cost", action="store_true",
+                   help="also fit both once more with Surrogate.log_dict made a no-op, to show what the per-step "
+                        "logging costs")
     p.add_argument("--skip-micro", action="store_true")
     p.add_argument("--skip-lightning", action="store_true")
     return p.parse_args(argv)
@@ -86,28 +90,28 @@ def make_trainer(device: torch.device, epochs: int, val: bool, **extra) -> pl.Tr
 
 
 def fit_once(dm: MBODataModule, members: int, hidden: tuple[int, ...], seed: int, device: torch.device,
-             epochs: int, val: bool, **extra) -> tuple[float, int]:
-    """Build one surrogate and its Trainer and fit it; wall seconds (synchronised) and optimizer steps."""
+             epochs: int, val: bool, **extra) -> tuple[float, float, int]:
+    """Build one surrogate and its Trainer and fit it: wall seconds (synchronised), process CPU
+    seconds and optimizer steps."""
     sync(device)
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     torch.manual_seed(seed)
     model = Surrogate(dm.input_dim, members=members, hidden=hidden)
     trainer = make_trainer(device, epochs, val, **extra)
     trainer.fit(model, datamodule=dm)
     sync(device)
-    return time.perf_counter() - t0, trainer.global_step
+    return time.perf_counter() - t0, time.process_time() - c0, trainer.global_step
 
 
-def run_sequential(dms: list[MBODataModule], hidden, seed, device, epochs, val, **extra) -> tuple[float, int]:
-    total, steps = 0.0, 0
+def run_sequential(dms: list[MBODataModule], hidden, seed, device, epochs, val, **extra):
+    wall, cpu, steps = 0.0, 0.0, 0
     for m, dm in enumerate(dms):
-        dt, n = fit_once(dm, 1, hidden, seed + m, device, epochs, val, **extra)
-        total += dt
-        steps += n
-    return total, steps
+        w, c, n = fit_once(dm, 1, hidden, seed + m, device, epochs, val, **extra)
+        wall, cpu, steps = wall + w, cpu + c, steps + n
+    return wall, cpu, steps
 
 
-def run_stacked(dm: MBODataModule, members, hidden, seed, device, epochs, val, **extra) -> tuple[float, int]:
+def run_stacked(dm: MBODataModule, members, hidden, seed, device, epochs, val, **extra):
     return fit_once(dm, members, hidden, seed, device, epochs, val, **extra)
 
 
@@ -135,8 +139,8 @@ def make_step(model: Surrogate):
     return step
 
 
-def micro(dm, members, hidden, batch, device, steps, blocks, seed) -> tuple[float, float]:
-    """Median ms per step (one step of every member) of sequential singles and of the stacked ensemble."""
+def micro(dm, members, hidden, batch, device, steps, blocks, seed) -> dict[str, float]:
+    """Median wall and CPU ms per step (one step of every member), sequential singles and stacked."""
     torch.manual_seed(seed)
     stacked = Surrogate(dm.input_dim, members=members, hidden=hidden).to(device)
     singles = []
@@ -161,32 +165,32 @@ def micro(dm, members, hidden, batch, device, steps, blocks, seed) -> tuple[floa
     warm = max(3, steps // 5)
     run_stacked_block(warm)
     run_sequential_block(warm)
-    t_seq, t_stk = [], []
+    times = {k: [] for k in ("seq", "stk", "seq_cpu", "stk_cpu")}
     for b in range(blocks):
         order = [("seq", run_sequential_block), ("stk", run_stacked_block)]
         if b % 2:
             order.reverse()
         for name, fn in order:
             sync(device)
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             fn(steps)
             sync(device)
-            (t_seq if name == "seq" else t_stk).append((time.perf_counter() - t0) / steps * 1e3)
-    return median(t_seq), median(t_stk)
+            times[name].append((time.perf_counter() - t0) / steps * 1e3)
+            times[name + "_cpu"].append((time.process_time() - c0) / steps * 1e3)
+    return {k: median(v) for k, v in times.items()}
 
 
 # --------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     device = resolve_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     hidden, width_line = resolve_hidden(args.hidden, device, CPU_HIDDEN)
     epochs = args.epochs or (5 if device.type == "cuda" else 2)
     micro_steps = args.micro_steps or (200 if device.type == "cuda" else 30)
     val = not args.no_val
     M = args.members
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = False  # FP32, as the package trains by default
-        torch.backends.cudnn.allow_tf32 = False
 
     dm = MBODataModule(args.task, batch_size=args.batch_size, seed=args.seed)
     dms = [MBODataModule(args.task, batch_size=args.batch_size, seed=args.seed + m) for m in range(M)]
@@ -202,13 +206,14 @@ def main(argv: list[str] | None = None) -> None:
     print(f"run:     members {M}, epochs {epochs}, repeats {args.repeats}, validation {'on' if val else 'off'}")
     print(flush=True)
 
-    lightning_rows = None
+    cpu = device.type == "cpu"
+    lightning = None
     if not args.skip_lightning:
         # Warm-up (CUDA context, cuBLAS handles, allocator, Lightning's first-use imports).
         run_stacked(dm, M, hidden, args.seed, device, 1, val, limit_train_batches=3, limit_val_batches=1)
         run_sequential(dms[:1], hidden, args.seed, device, 1, val, limit_train_batches=3, limit_val_batches=1)
 
-        seq_times, stk_times, rows = [], [], []
+        res_all = {"seq": [], "stk": []}
         for r in range(args.repeats):
             order = ["seq", "stk"] if r % 2 == 0 else ["stk", "seq"]
             res = {}
@@ -217,37 +222,76 @@ def main(argv: list[str] | None = None) -> None:
                     res[which] = run_sequential(dms, hidden, args.seed, device, epochs, val)
                 else:
                     res[which] = run_stacked(dm, M, hidden, args.seed, device, epochs, val)
-            (t_seq, n_seq), (t_stk, n_stk) = res["seq"], res["stk"]
+                res_all[which].append(res[which])
             expect = epochs * steps_per_epoch
-            if n_stk != expect or n_seq != M * expect:
-                print(f"  warning: optimizer steps stacked {n_stk}, sequential {n_seq}; expected {expect} and "
-                      f"{M * expect}")
-            seq_times.append(t_seq)
-            stk_times.append(t_stk)
-            rows.append([str(r), "->".join(order), f"{t_seq:.2f}", f"{t_stk:.2f}", f"{t_seq / t_stk:.2f}x"])
-            print(f"  repeat {r}: sequential {t_seq:.2f} s, stacked {t_stk:.2f} s", flush=True)
-        ms, mk = median(seq_times), median(stk_times)
-        rows.append(["median", "", f"{ms:.2f}", f"{mk:.2f}", f"{ms / mk:.2f}x"])
-        lightning_rows = (ms, mk)
+            if res["stk"][2] != expect or res["seq"][2] != M * expect:
+                print(f"  warning: optimizer steps stacked {res['stk'][2]}, sequential {res['seq'][2]}; expected "
+                      f"{expect} and {M * expect}")
+            print(f"  repeat {r} ({'->'.join(order)}): sequential {res['seq'][0]:.2f} s, stacked {res['stk'][0]:.2f} s",
+                  flush=True)
+        rows = []
+        for r in range(args.repeats):
+            (ws, cs, _), (wk, ck, _) = res_all["seq"][r], res_all["stk"][r]
+            order = "seq->stk" if r % 2 == 0 else "stk->seq"
+            row = [str(r), order, f"{ws:.2f}", f"{wk:.2f}", f"{ws / wk:.2f}x"]
+            if cpu:
+                row += [f"{cs:.2f}", f"{ck:.2f}", f"{cs / ck:.2f}x"]
+            rows.append(row)
+        med = {k: [median([t[i] for t in v]) for i in (0, 1)] for k, v in res_all.items()}
+        row = ["median", "", f"{med['seq'][0]:.2f}", f"{med['stk'][0]:.2f}", f"{med['seq'][0] / med['stk'][0]:.2f}x"]
+        if cpu:
+            row += [f"{med['seq'][1]:.2f}", f"{med['stk'][1]:.2f}", f"{med['seq'][1] / med['stk'][1]:.2f}x"]
+        rows.append(row)
+        lightning = med
         print()
-        print(f"Lightning Trainer, {epochs} epochs, wall seconds (model + Trainer construction + fit):")
-        print(table(rows, ["repeat", "order", f"sequential {M}x1 [s]", f"stacked {M} [s]", "seq/stacked"]))
+        print(f"Lightning Trainer, {epochs} epochs, seconds (model + Trainer construction + fit), {device.type}, "
+              f"width {width_line.split()[0]}:")
+        header = ["repeat", "order", f"seq {M}x1 wall", f"stacked {M} wall", "seq/stacked"]
+        if cpu:
+            header += [f"seq {M}x1 CPU", f"stacked {M} CPU", "seq/stacked CPU"]
+        print(table(rows, header))
+        print()
+
+    if args.log_cost and not args.skip_lightning:
+        orig = Surrogate.log_dict
+        Surrogate.log_dict = lambda self, *a, **k: None
+        try:
+            nolog = {"seq": run_sequential(dms, hidden, args.seed, device, epochs, val),
+                     "stk": run_stacked(dm, M, hidden, args.seed, device, epochs, val)}
+        finally:
+            Surrogate.log_dict = orig
+        i = 1 if cpu else 0
+        total = epochs * steps_per_epoch
+        rows = []
+        for k, name in (("seq", f"sequential {M}x1"), ("stk", f"stacked {M}")):
+            with_log, without = lightning[k][i], nolog[k][i]
+            rows.append([name, f"{with_log:.2f}", f"{without:.2f}", f"{(with_log - without) / total * 1e3:.2f}"])
+        print(f"Cost of Surrogate.training_step's self.log_dict calls ({'CPU' if cpu else 'wall'} s; one fit each, "
+              f"logger=False):")
+        print(table(rows, ["", "with logging", "log_dict no-op", "ms per step of all members"]))
         print()
 
     if not args.skip_micro:
-        m_seq, m_stk = micro(dm, M, hidden, args.batch_size, device, micro_steps, args.micro_blocks, args.seed)
-        rows = [["pure torch (no Lightning, data on device)", f"{m_seq:.2f}", f"{m_stk:.2f}", f"{m_seq / m_stk:.2f}x"]]
-        if lightning_rows is not None:
-            ms, mk = lightning_rows
+        mi = micro(dm, M, hidden, args.batch_size, device, micro_steps, args.micro_blocks, args.seed)
+        key = "_cpu" if cpu else ""
+        what = "CPU" if cpu else "wall"
+        rows = [["pure torch (no Lightning, data on device)", f"{mi['seq' + key]:.2f}", f"{mi['stk' + key]:.2f}",
+                 f"{mi['seq' + key] / mi['stk' + key]:.2f}x"]]
+        if lightning is not None:
             total = epochs * steps_per_epoch
-            l_seq, l_stk = ms / total * 1e3, mk / total * 1e3
-            rows.append(["Lightning fit, all-in (wall / train steps)", f"{l_seq:.2f}", f"{l_stk:.2f}",
+            i = 1 if cpu else 0
+            l_seq, l_stk = lightning["seq"][i] / total * 1e3, lightning["stk"][i] / total * 1e3
+            rows.append(["Lightning fit, all-in (time / train steps)", f"{l_seq:.2f}", f"{l_stk:.2f}",
                          f"{l_seq / l_stk:.2f}x"])
-            rows.append(["  = framework + data + validation overhead", f"{l_seq - m_seq:+.2f}", f"{l_stk - m_stk:+.2f}",
-                         ""])
-        print(f"Per training step of all {M} members, ms (median of {args.micro_blocks} blocks of {micro_steps} steps):")
+            rows.append(["  difference = framework + data + validation", f"{l_seq - mi['seq' + key]:+.2f}",
+                         f"{l_stk - mi['stk' + key]:+.2f}", ""])
+        print(f"Per training step of all {M} members, median {what} ms (microbenchmark: {args.micro_blocks} blocks "
+              f"of {micro_steps} steps):")
         print(table(rows, ["", f"sequential {M}x1", f"stacked {M}", "seq/stacked"]))
-        print("  (sequential: M single-member steps one after another; overhead row: Lightning minus pure torch)")
+        print("  sequential = the M single-member steps one after another (M optimizer steps).")
+        if cpu:
+            print("  CPU = process_time of this process (robust to other processes sharing the cores);"
+                  f" pure-torch wall ms: sequential {mi['seq']:.2f}, stacked {mi['stk']:.2f}.")
 
 
 if __name__ == "__main__":

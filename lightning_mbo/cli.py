@@ -66,23 +66,24 @@ def main(args: list[str] | None = None, run: bool = True) -> MBOCLI | None:
     Subcommands: LightningCLI's (``fit``, ``validate``, ...), ``ascend`` (design ascent on a saved
     checkpoint) and ``benchmark`` (a grid of runs and its table, see :mod:`lightning_mbo.benchmark`).
     """
-    if args is None:
-        # Parse the command line through `args` (with the default config filled in); LightningCLI
-        # warns when both are set, so the command line is handed over here.
-        args, sys.argv = list(sys.argv[1:]), sys.argv[:1]
+    from_command_line = args is None
+    args = list(sys.argv[1:] if args is None else args)
     if args and args[0] == "benchmark":
         from lightning_mbo.benchmark import main as benchmark_main  # noqa: PLC0415
 
         benchmark_main(args[1:])
         return None
     args = with_default_config(args)
+    if from_command_line:
+        # DDP re-launches the other ranks from sys.argv, so the filled-in command line goes there.
+        sys.argv[1:] = args
     return MBOCLI(
         Surrogate,
         MBODataModule,
         trainer_class=MBOTrainer,
         subclass_mode_model=True,
         seed_everything_default=0,
-        args=args,
+        args=None if from_command_line else args,
         run=run,
         save_config_kwargs={"overwrite": True},
     )

@@ -112,6 +112,8 @@ class DesignAscent(Callback):
             x = trainer.strategy.all_gather(x).reshape(total, -1)
             traj = trainer.strategy.all_gather(traj).permute(1, 0, 2).reshape(traj.shape[0], total)
         ascent_seconds = time.perf_counter() - t0
+        # trainer.log_dir is a collective under DDP: every rank asks for it.
+        out = Path(self.output_dir) if self.output_dir else Path(trainer.log_dir or trainer.default_root_dir)
         if rank != 0:
             return None
 
@@ -139,7 +141,6 @@ class DesignAscent(Callback):
         results = rows[0] if reps == 1 else {**{k: rows[0][k] for k in ("task", "method", "seed")}, "runs": rows}
         self.results = results
         self._log(trainer, pl_module, rows, pred, normalized, getattr(pl_module, "ascent_stats", {}))
-        out = Path(self.output_dir) if self.output_dir else Path(trainer.log_dir or trainer.default_root_dir)
         shape = (reps, self.num_candidates) if reps > 1 else (self.num_candidates,)
         save_npy(out / "designs.npy", designs.reshape(*shape, *designs.shape[1:]))
         save_npy(out / "scores.npy", scores.reshape(shape))

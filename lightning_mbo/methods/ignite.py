@@ -43,6 +43,10 @@ class Ignite:
     fixed_lambda: bool = False
 
 
+# Settings travel in checkpoints' hyper-parameters; let weights-only loading (resume) accept them.
+torch.serialization.add_safe_globals([Ignite])
+
+
 class GradNormConstraint(nn.Module):
     """The constraint's state (one λ per ensemble member, a checkpointed buffer) and its step.
 

@@ -84,6 +84,10 @@ def read_shards(x_paths: list[Path], y_paths: list[Path]) -> tuple[np.ndarray, n
     yi = [_shard_index(p, p.name.rsplit("-y-", 1)[0], "y") for p in y_paths]
     if xi != yi:
         raise BadDataError(f"x and y shards do not pair up: x shards {xi}, y shards {yi} in {x_paths[0].parent}")
+    if xi != list(range(len(xi))):
+        # A gap (an interrupted download) would silently drop rows from the data and the oracle.
+        missing = sorted(set(range(max(xi) + 1)) - set(xi))
+        raise BadDataError(f"shards {missing} are missing in {x_paths[0].parent}: shards must be numbered 0, 1, ...")
     xm = [np.load(p, mmap_mode="r") for p in x_paths]
     ym = [np.load(p, mmap_mode="r") for p in y_paths]
     for px, py, a, b in zip(x_paths, y_paths, xm, ym, strict=True):

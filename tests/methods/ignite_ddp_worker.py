@@ -47,8 +47,6 @@ class RecordLambda(pl.Callback):
 
 def train(devices: int, out: str | os.PathLike, grad_mode: str = "finite_difference") -> None:
     """Train and write ``out/rank<r>.pt`` with ``lambdas``, ``state_dict`` and ``world_size``."""
-    warnings.filterwarnings("ignore")
-    torch.set_num_threads(1)
     dm = MBODataModule(max_samples=MAX_SAMPLES, batch_size=BATCH_SIZE, seed=SEED, drop_last=True)
     pl.seed_everything(SEED, verbose=False)
     model = Surrogate(dm.input_dim, members=MEMBERS, hidden=HIDDEN, ignite=ignite_settings(grad_mode))
@@ -87,6 +85,8 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--grad-mode", default="finite_difference", choices=["finite_difference", "exact"])
     args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(1)  # 2 ranks on a 2-core machine: no intra-op threads
     train(args.devices, args.out, args.grad_mode)
 
 

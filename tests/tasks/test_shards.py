@@ -22,7 +22,7 @@ def test_shards_concatenate_in_numeric_order(tfbind10_shards):
     np.testing.assert_array_equal(task.x_all, np.concatenate(xs))
     np.testing.assert_array_equal(task.y_all, np.concatenate(ys).reshape(-1))
     # Shard 10 follows shard 9 (string order would put it after shard 1).
-    np.testing.assert_array_equal(task.y_all[50:55], [10.0, 10.1, 10.2, 10.3, 10.4])
+    np.testing.assert_array_equal(task.y_all[50:55], np.float32([10.0, 10.1, 10.2, 10.3, 10.4]))
     assert task.x_all.dtype == np.int32 and task.y_all.dtype == np.float32
     assert task.y_all.shape == (60,)
 
@@ -30,9 +30,7 @@ def test_shards_concatenate_in_numeric_order(tfbind10_shards):
 def test_last_occurrence_wins_in_shard_order(tmp_path, shard_writer, make_designs):
     d = make_designs(40, seed=2)
     dup, dup2 = d[0], d[1]
-    xs = [d[2:6].copy() for _ in range(11)]
-    for i in range(11):
-        xs[i] = d[2 + 3 * i:5 + 3 * i].copy()
+    xs = [d[2 + 3 * i:5 + 3 * i].copy() for i in range(11)]
     ys = [_y([i, i, i]) for i in range(11)]
     xs[0][0], ys[0][0] = dup, 0.5   # first occurrence
     xs[9][1], ys[9][1] = dup, 9.5   # last in string order (0, 1, 10, 2, ..., 9)
@@ -65,7 +63,7 @@ def test_design_not_in_table_raises(tfbind10_shards, make_designs):
 def test_shard_index_gap_is_an_error(tmp_path, shard_writer, make_designs):
     d = make_designs(9)
     shard_writer(tmp_path, [d[:3], d[3:6], d[6:]], [_y([0] * 3)] * 3, x_indices=[0, 1, 3], y_indices=[0, 1, 3])
-    with pytest.raises(BadDataError, match="missing"):
+    with pytest.raises(BadDataError, match=r"shards \[2\] are missing"):
         Task(TFBIND10, data_dir=tmp_path)
 
 
@@ -182,7 +180,8 @@ def test_non_finite_scores_are_bad_data(tmp_path, shard_writer, make_designs, ba
 def test_y_shard_with_other_row_count(tmp_path, shard_writer, make_designs):
     d = make_designs(6)
     shard_writer(tmp_path, [d[:3], d[3:]], [_y([0, 1, 2]), _y([0, 1])])
-    with pytest.raises(BadDataError, match=r"tf_bind_10-x-1\.npy has 3 rows but tf_bind_10-y-1\.npy has shape \(2, 1\)"):
+    message = r"tf_bind_10-x-1\.npy has 3 rows but tf_bind_10-y-1\.npy has shape \(2, 1\)"
+    with pytest.raises(BadDataError, match=message):
         Task(TFBIND10, data_dir=tmp_path)
 
 
