@@ -134,6 +134,7 @@ class DesignAscent(Callback):
                 "num_candidates": self.num_candidates,
                 "ascent": cfg,
                 "mean_predicted_final": float(pred[-1, idx].mean()),
+                **pl_module.method_summary(r),
                 "fit_seconds": fit_seconds,
                 "ascent_seconds": ascent_seconds,
                 "wall_seconds": fit_seconds + ascent_seconds,

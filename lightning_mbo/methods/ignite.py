@@ -59,6 +59,8 @@ class GradNormConstraint(nn.Module):
         super().__init__()
         self.settings = settings
         self.register_buffer("lmbda", torch.full((members,), float(settings.lambda_init)))
+        # Exponential moving average (0.99) of ||∇h|| per member, for reports; NaN until the first step.
+        self.register_buffer("norm_ema", torch.full((members,), float("nan")))
 
     def add_penalty(
         self,
@@ -91,6 +93,17 @@ class GradNormConstraint(nn.Module):
         """BDMM ascent on λ from the norms measured before the ω step; returns the violation."""
         s = self.settings
         violation = constraint_violation(norms, s.rho, s.eps)
+        self.norm_ema.copy_(torch.where(self.norm_ema.isnan(), norms, 0.99 * self.norm_ema + 0.01 * norms))
         if not s.fixed_lambda:
             self.lmbda.copy_(dual_update(self.lmbda, violation, s.lambda_lr, s.clamp_lambda))
         return violation
+
+    def summary(self) -> dict[str, object]:
+        """Where the constraint stands: λ, ρ||∇h|| (moving average) and ε, per member."""
+        s = self.settings
+        return {
+            "lambda": self.lmbda.tolist(),
+            "rho_grad_norm": (s.rho * self.norm_ema).tolist(),
+            "eps": s.eps,
+            "grad_mode": s.grad_mode,
+        }

@@ -269,6 +269,16 @@ class Surrogate(pl.LightningModule):
             lr = 0.01 * math.sqrt(self.hparams.input_dim)
         return {"steps": self.hparams.ascent_steps, "lr": lr, "optimizer": self.hparams.ascent_optimizer}
 
+    def method_summary(self, replicate: int = 0) -> dict[str, Any]:
+        """Method state worth reporting next to a replicate's scores (the IGNITE constraint's, if on)."""
+        if self.constraint is None:
+            return {}
+        m = self.hparams.members
+        summary = self.constraint.summary()
+        for key in ("lambda", "rho_grad_norm"):
+            summary[key] = summary[key][replicate * m:(replicate + 1) * m]
+        return {"ignite": summary}
+
     def method_name(self) -> str:
         """A short name for results: e.g. ``grad_ascent``, ``ens_mean``, ``ens_min+ignite``."""
         name = "grad_ascent" if self.hparams.members == 1 else f"ens_{self.aggregate}"
