@@ -62,7 +62,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--micro-steps", type=int, default=None,
                    help="steps per timed block of the pure-torch microbenchmark (default: 30 on cpu, 200 on cuda)")
     p.add_argument("--micro-blocks", type=int, default=5, help="timed blocks of the microbenchmark (median taken)")
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's default)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch intra-op threads; default 1 on cpu (several threads stall whenever another process "
+                        "shares the cores), torch's default on cuda")
     p.add_argument("--log-cost", action="store_true",
                    help="also fit both once more with Surrogate.log_dict made a no-op, to show what the per-step "
                         "logging costs")
@@ -184,8 +186,9 @@ def micro(dm, members, hidden, batch, device, steps, blocks, seed) -> dict[str, 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     device = resolve_device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    threads = args.threads or (1 if device.type == "cpu" else None)
+    if threads:
+        torch.set_num_threads(threads)
     hidden, width_line = resolve_hidden(args.hidden, device, CPU_HIDDEN)
     epochs = args.epochs or (5 if device.type == "cuda" else 2)
     micro_steps = args.micro_steps or (200 if device.type == "cuda" else 30)

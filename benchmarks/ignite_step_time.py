@@ -71,7 +71,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--task", default="TFBind8-Exact-v0")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's default)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch intra-op threads; default 1 on cpu (several threads stall whenever another process "
+                        "shares the cores), torch's default on cuda")
     p.add_argument("--no-breakdown", action="store_true", help="skip the breakdown and what-if tables")
     return p.parse_args(argv)
 
@@ -296,8 +298,9 @@ def gradient_check(dm, members, hidden, device, batch, seed) -> dict[str, float]
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     device = resolve_device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    threads = args.threads or (1 if device.type == "cpu" else None)
+    if threads:
+        torch.set_num_threads(threads)
     hidden, width_line = resolve_hidden(args.hidden, device, CPU_HIDDEN)
     cuda = device.type == "cuda"
     n = args.steps or (300 if cuda else 40)

@@ -13,6 +13,10 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from lightning_mbo.callbacks.design_ascent import DesignAscent
 from lightning_mbo.data.datamodule import MBODataModule
 from lightning_mbo.methods.surrogate import Surrogate
+from lightning_mbo.tasks import BadDataError, DesignNotFoundError, MissingDataError, UnknownTaskError
+
+#: Errors that mean bad input (task name, data, designs): reported as one message on the command line.
+USER_ERRORS = (UnknownTaskError, MissingDataError, BadDataError, DesignNotFoundError)
 
 #: The config of a plain `python -m lightning_mbo fit`: TFBind8, small enough for a laptop CPU.
 DEFAULT_CONFIG = Path(__file__).parent / "default.yaml"
@@ -77,6 +81,18 @@ def main(args: list[str] | None = None, run: bool = True) -> MBOCLI | None:
     if from_command_line:
         # DDP re-launches the other ranks from sys.argv, so the filled-in command line goes there.
         sys.argv[1:] = args
+    try:
+        return _cli(args, from_command_line, run)
+    except USER_ERRORS as err:
+        if not from_command_line:
+            raise
+        # Bad input from the command line: the message names the problem and the fix, no traceback.
+        message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+        print(f"lightning_mbo: error: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _cli(args: list[str], from_command_line: bool, run: bool) -> MBOCLI:
     return MBOCLI(
         Surrogate,
         MBODataModule,

@@ -5,7 +5,10 @@ with ``strategy="ddp"`` (gloo) on several processes, and saves the λ trajectory
 weights of every rank to ``<out>/rank<r>.pt``. Lightning's DDP launcher re-executes this
 script once per extra rank, which is why it is a script and not a pytest function.
 
-    python tests/methods/ignite_ddp_worker.py --devices 2 --out DIR --grad-mode exact
+    python tests/methods/ignite_ddp_worker.py --devices 2 --out DIR --grad-modes finite_difference exact
+
+writes ``DIR/<grad mode>/rank<r>.pt`` for each mode, one fit after the other in the same
+process group (one launch of the processes for all modes).
 """
 
 from __future__ import annotations
@@ -83,11 +86,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--devices", type=int, default=2)
     parser.add_argument("--out", required=True)
-    parser.add_argument("--grad-mode", default="finite_difference", choices=["finite_difference", "exact"])
+    parser.add_argument("--grad-modes", nargs="+", default=["finite_difference"],
+                        choices=["finite_difference", "exact"])
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)  # 2 ranks on a 2-core machine: no intra-op threads
-    train(args.devices, args.out, args.grad_mode)
+    for mode in args.grad_modes:
+        train(args.devices, Path(args.out) / mode, mode)
 
 
 if __name__ == "__main__":

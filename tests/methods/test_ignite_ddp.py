@@ -41,22 +41,28 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-def _run_ddp(out: Path, grad_mode: str) -> None:
+GRAD_MODES = ["finite_difference", "exact"]
+
+
+@pytest.fixture(scope="module")
+def ddp_runs(tmp_path_factory) -> Path:
+    """One launch of 2 DDP processes training once per gradient mode: ``<dir>/<mode>/rank<r>.pt``."""
+    out = tmp_path_factory.mktemp("ddp")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MASTER_", "LOCAL_RANK", "NODE_RANK", "WORLD_SIZE"))}
     env["PYTHONWARNINGS"] = "ignore"
-    cmd = [sys.executable, str(WORKER), "--devices", "2", "--out", str(out), "--grad-mode", grad_mode]
+    cmd = [sys.executable, str(WORKER), "--devices", "2", "--out", str(out), "--grad-modes", *GRAD_MODES]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, f"DDP run failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    return out
 
 
-@pytest.mark.parametrize("grad_mode", ["finite_difference", "exact"])
-def test_two_process_ddp_matches_one_process(tmp_path: Path, grad_mode: str):
+@pytest.mark.parametrize("grad_mode", GRAD_MODES)
+def test_two_process_ddp_matches_one_process(ddp_runs: Path, tmp_path: Path, grad_mode: str):
     worker = _load_worker()
-    _run_ddp(tmp_path / "ddp", grad_mode)
-    worker.train(1, tmp_path / "single", grad_mode)
+    worker.train(1, tmp_path, grad_mode)
 
-    single = torch.load(tmp_path / "single" / "rank0.pt")
-    ranks = [torch.load(tmp_path / "ddp" / f"rank{r}.pt") for r in (0, 1)]
+    single = torch.load(tmp_path / "rank0.pt")
+    ranks = [torch.load(ddp_runs / grad_mode / f"rank{r}.pt") for r in (0, 1)]
     assert single["world_size"] == 1 and all(r["world_size"] == 2 for r in ranks)
     steps = worker.EPOCHS * ((worker.MAX_SAMPLES - 200) // worker.BATCH_SIZE)  # 200 validation rows held out
     assert single["batches_per_epoch"] == ranks[0]["batches_per_epoch"] == steps // worker.EPOCHS

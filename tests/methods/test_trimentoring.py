@@ -50,6 +50,15 @@ TOL = {"rtol": 1e-9, "atol": 1e-11}
 # ----------------------------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny tensors: one thread is as fast, and far faster when other processes load the CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tfbind8(max_samples: int, dtype: torch.dtype = torch.float32, **kwargs: Any) -> MBODataModule:
     """The shipped TFBind8 (no developer data directory), ``x`` and ``y`` cast to ``dtype``."""
     with pytest.MonkeyPatch.context() as mp:
@@ -336,7 +345,7 @@ def test_voting_and_summed_rank_consensus(dm64: MBODataModule) -> None:
     # sums [3, 2, 0]: 0 > 1, 0 > 2, 1 > 2
     assert summed.tolist() == [1.0, 1.0, 1.0]
     assert vote_mask.tolist() == [[False, True, False], [False, False, True], [True, False, False]]
-    assert summed_mask.tolist() == [[True, False, True], [True, False, False], [False, False, True]]
+    assert summed_mask.tolist() == [[True, True, True], [True, False, False], [False, False, True]]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -345,8 +354,7 @@ def test_voting_and_summed_rank_consensus(dm64: MBODataModule) -> None:
 
 SPLITS = {
     "halves": ([0, 1, 2, 3], [4, 5, 6, 7]),
-    "uneven": ([0, 1, 2], [3, 4, 5, 6, 7]),
-    "interleaved": ([0, 2, 4, 6], [1, 3, 5, 7]),
+    "uneven_interleaved": ([0, 3, 6], [1, 2, 4, 5, 7]),
 }
 
 
@@ -503,8 +511,10 @@ def test_cli_fit_quick_width(tmp_path: Path) -> None:
     "MBOTrainer.ascend loads ckpt['state_dict'] (the last epoch's weights), not the best-Pearson "
     "weights that fit restored in on_train_end (saved only under ckpt['best_state'])"))
 def test_ascend_on_checkpoint_reproduces_fit(tmp_path: Path) -> None:
+    # The mean-of-3 baseline shares Tri-mentoring's pre-training and best-epoch selection, and
+    # ascends fast; which proxies ascend is what is checked here.
     common = [
-        "--config", str(REPO_ROOT / "configs/tfbind8/tri_mentoring.yaml"), "--config", str(REPO_ROOT / "configs/quick.yaml"),
+        "--config", str(REPO_ROOT / "configs/tfbind8/mean_of_3_proxies.yaml"), "--config", str(REPO_ROOT / "configs/quick.yaml"),
         "--model.init_args.ascent_steps", "3", "--data.max_samples", "2000", "--model.init_args.hidden", "[16,16]",
         "--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.enable_progress_bar", "false",
     ]
