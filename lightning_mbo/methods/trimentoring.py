@@ -72,6 +72,10 @@ class TriMentoring(Surrogate):
         backend: ``batched`` (all candidates at once, torch.func) or ``higher`` (one candidate and
             proxy at a time, the released algorithm; slow, the reference).
         data_chunk: rows of the training set per chunk in the outer MSE gradient (``null``: all).
+        shared_proxies: NOT the released behaviour: one set of proxies (per replicate) is mentored
+            for all candidates together, on the union of their neighbourhood pairs (pairs within
+            each candidate's neighbourhood), so the outer MSE is paid once per step instead of once
+            per candidate. Under DDP each process mentors its own set on its own candidates.
         mentoring_seed: seed of the neighbourhood noise.
     """
 
@@ -102,6 +106,7 @@ class TriMentoring(Surrogate):
         lambda_s: float = 0.1,
         backend: Backend = "batched",
         data_chunk: int | None = None,
+        shared_proxies: bool = False,
         mentoring_seed: int = 0,
     ) -> None:
         super().__init__(
@@ -130,6 +135,8 @@ class TriMentoring(Surrogate):
 
     def method_name(self) -> str:
         name = "tri_mentoring" if self.hparams.mentoring else f"mean_of_{self.hparams.members}_proxies"
+        if self.hparams.mentoring and self.hparams.shared_proxies:
+            name += "_shared"
         return name + ("+ignite" if self.constraint is not None else "")
 
     def ascent_defaults(self, datamodule: Any = None) -> dict[str, Any]:
@@ -157,8 +164,10 @@ class TriMentoring(Surrogate):
             noise = torch.randn((num_total, k, d), generator=gen)[ids].to(x)
             return x.unsqueeze(1) + self.hparams.delta * noise
 
-        # Each candidate's own copy of its replicate's P proxies: (C, P, ...).
         p = self.hparams.members
+        if self.hparams.shared_proxies:
+            return self._shared_ascent(replicate, x_data, y_data, neighbourhoods)
+        # Each candidate's own copy of its replicate's P proxies: (C, P, ...).
         proxies = {
             n: v.detach().view(self.replicates, p, *v.shape[1:])[replicate.to(v.device)].clone()
             for n, v in self.net.named_parameters()
@@ -196,6 +205,39 @@ class TriMentoring(Surrogate):
 
         def objective(x: Tensor) -> Tensor:
             return predict_stacked(state, x.unsqueeze(1), act)[..., 0].mean(-1)
+
+        return objective, before_step
+
+    def _shared_ascent(self, replicate: Tensor, x_data: Tensor, y_data: Tensor, neighbourhoods):
+        """One proxy set per replicate, mentored on the pairs of all its candidates at once."""
+        act, k, p = self.hparams.activation, self.hparams.neighbours, self.hparams.members
+        groups, counts = replicate.unique_consecutive(return_counts=True)
+        if (counts != counts[0]).any():
+            raise ValueError("shared_proxies needs the same number of candidates of every replicate in a process")
+        g, n = len(groups), int(counts[0])
+        state = {
+            name: v.detach().view(self.replicates, p, *v.shape[1:])[groups.to(v.device)].clone()
+            for name, v in self.net.named_parameters()
+        }
+        # Pairs of the pooled neighbourhood (n candidates x K points) that lie within one candidate.
+        i, j = torch.triu_indices(n * k, n * k, offset=1, device=self.device)
+        within = (i // k) == (j // k)
+
+        @torch.no_grad()
+        def before_step(x: Tensor, t: int) -> None:
+            x_nb = neighbourhoods(x).reshape(g, n * k, -1)
+            consensus, mask = self._consensus(predict_stacked(state, x_nb, act))
+            mask = mask & within
+            new, soft = mentor_batched(
+                state, x_nb, consensus, mask, x_data, y_data, activation=act, beta=self.hparams.beta,
+                lambda_s=self.hparams.lambda_s, soft_labels=self.hparams.soft_labels,
+                data_chunk=self.hparams.data_chunk,
+            )
+            state.update(new)
+            self._record(mask, consensus, soft)
+
+        def objective(x: Tensor) -> Tensor:
+            return predict_stacked(state, x.reshape(g, n, -1), act).mean(1).reshape(-1)
 
         return objective, before_step
 
