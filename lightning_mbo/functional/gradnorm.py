@@ -98,7 +98,9 @@ def member_norms(grads: Sequence[Tensor]) -> Tensor:
     return torch.where(positive, safe_sq.sqrt(), torch.zeros_like(sq))
 
 
-def grad_h(h: Tensor, params: Sequence[Tensor], create_graph: bool = False) -> list[Tensor]:
+def grad_h(
+    h: Tensor, params: Sequence[Tensor], create_graph: bool = False, retain_graph: bool | None = None
+) -> list[Tensor]:
     """Gradient ``∇_ω Σ_m h_m`` with respect to ``params``.
 
     Because members are independent, slice ``[m]`` of each returned tensor is member m's own
@@ -110,6 +112,7 @@ def grad_h(h: Tensor, params: Sequence[Tensor], create_graph: bool = False) -> l
         params: tensors of shapes ``(M, ...)``.
         create_graph: keep the graph of the gradient so it can be differentiated again
             (needed by :func:`norm_gradient_exact`).
+        retain_graph: keep the forward graph (to backpropagate a loss from the same forward later).
 
     Returns:
         One tensor per parameter, same shapes as ``params``.
@@ -118,7 +121,9 @@ def grad_h(h: Tensor, params: Sequence[Tensor], create_graph: bool = False) -> l
     _check_h(h, params)
     if not h.requires_grad:
         return [torch.zeros_like(p) for p in params]
-    grads = torch.autograd.grad(h.sum(), params, create_graph=create_graph, allow_unused=True)
+    grads = torch.autograd.grad(
+        h.sum(), params, create_graph=create_graph, retain_graph=retain_graph, allow_unused=True
+    )
     return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
 
 

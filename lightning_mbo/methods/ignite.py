@@ -15,7 +15,14 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from lightning_mbo.functional.gradnorm import constraint_violation, dual_update, penalty_gradients
+from lightning_mbo.functional.gradnorm import (
+    Reduce,
+    constraint_violation,
+    dual_update,
+    grad_h,
+    member_norms,
+    norm_gradient_finite_difference,
+)
 
 
 @dataclass
@@ -62,30 +69,55 @@ class GradNormConstraint(nn.Module):
         # Exponential moving average (0.99) of ||∇h|| per member, for reports; NaN until the first step.
         self.register_buffer("norm_ema", torch.full((members,), float("nan")))
 
-    def add_penalty(
+    def backward(
         self,
+        loss: Tensor,
+        h: Tensor,
         h_fn: Callable[[], Tensor],
         params: Sequence[Tensor],
-        reduce: Callable[[list[Tensor]], list[Tensor]] | None = None,
+        backward: Callable[[Tensor], None],
+        reduce: Reduce | None = None,
     ) -> Tensor:
-        """Add ``λ_m ρ ∇||∇h_m||`` to every parameter's ``.grad`` and return ``||∇h||`` ``(M,)``.
+        """Backward of ``loss`` plus the penalty: leaves ``∇L_D + λ_m ρ ∇||∇h_m||`` in ``.grad``.
 
-        Call after the data-loss backward and before the optimizer step; then call
-        :meth:`update_lambda` with the returned norms (measured before the ω update).
+        ``∇h`` is taken from the forward that produced ``loss`` (no second forward). Exact mode
+        differentiates ``loss + Σ_m λ_m ρ <∇h_m, u_m>`` with ``u = ∇h/||∇h||`` held fixed in ONE
+        backward: its gradient is ``∇L_D + λ ρ H u = ∇L_D + λ ρ ∇||∇h||``. Finite-difference mode
+        backpropagates ``loss`` and adds ``λ ρ (∇h(ω + r u) − ∇h(ω)) / r`` (one more forward and
+        backward at the shifted weights, which are then restored bit for bit).
 
         Args:
-            h_fn: re-runs the forward on the current batch, returning each member's mean prediction ``(M,)``.
+            loss: the summed data loss of the members.
+            h: ``(M,)`` each member's mean prediction over the batch, from the same forward.
+            h_fn: re-runs that forward (finite-difference mode evaluates it at shifted weights).
             params: the trainable parameters, member dimension first.
-            reduce: averages a list of per-parameter tensors over data-parallel ranks (DDP);
-                ``None`` in a single process.
+            backward: how to backpropagate (``LightningModule.manual_backward``, which DDP syncs).
+            reduce: averages per-parameter tensors over data-parallel ranks (``None``: one process).
+
+        Returns:
+            ``(M,)`` norms ``||∇h||`` of the global batch, before the update.
         """
         s = self.settings
-        grads, norms = penalty_gradients(h_fn, params, self.lmbda, s.rho, s.grad_mode, r=s.r, reduce=reduce)
-        for p, g in zip(params, grads, strict=True):
-            if p.grad is None:
-                p.grad = g.detach().clone()
-            else:
-                p.grad.add_(g)
+        params = list(params)
+        scale = self.lmbda * s.rho
+        if s.grad_mode == "exact":
+            grads = grad_h(h, params, create_graph=True)
+            g = reduce([t.detach() for t in grads]) if reduce is not None else [t.detach() for t in grads]
+            norms = member_norms(g)
+            inv = torch.where(norms > 0, 1.0 / norms.clamp_min(torch.finfo(norms.dtype).tiny), 0.0)
+            # Under DDP each rank differentiates its own <∇h_local, u>; DDP's gradient average makes it H u.
+            dots = sum((t * gi).reshape(len(norms), -1).sum(1) for t, gi in zip(grads, g, strict=True))
+            backward(loss + (scale * inv * dots).sum())
+            return norms
+        if s.grad_mode != "finite_difference":
+            raise ValueError(f"unknown grad_mode {s.grad_mode!r}; choose 'finite_difference' or 'exact'")
+        g = grad_h(h, params, retain_graph=True)
+        if reduce is not None:
+            g = reduce(g)
+        backward(loss)
+        norms, estimate = norm_gradient_finite_difference(h_fn, params, r=s.r, grads=g, reduce=reduce)
+        for p, e in zip(params, estimate, strict=True):
+            p.grad.addcmul_(e, scale.view(-1, *([1] * (e.dim() - 1))).to(e.dtype))
         return norms
 
     @torch.no_grad()

@@ -152,18 +152,24 @@ class Surrogate(pl.LightningModule):
         opt.zero_grad()
         mean, logstd = self(x)
         losses = self.member_losses(mean, logstd, y)
-        self.manual_backward(losses.sum())
         logs = {"train/loss": losses.mean().detach()}
-        if self.constraint is not None:
+        if self.constraint is None:
+            self.manual_backward(losses.sum())
+        else:
             params = [p for p in self.parameters() if p.requires_grad]
-            norms = self.constraint.add_penalty(lambda: self(x)[0].mean(-1), params, self._reduce())
+            # h(ω): each member's mean predicted score over the batch (IGNITE's sharpness proxy).
+            norms = self.constraint.backward(
+                losses.sum(), mean.mean(-1), lambda: self(x)[0].mean(-1), params, self.manual_backward, self._reduce()
+            )
             logs["train/lambda"] = self.constraint.lmbda.mean().clone()
             violation = self.constraint.update_lambda(norms)
             logs["train/grad_norm"] = norms.mean()
             logs["train/violation"] = violation.mean()
         opt.step()
         self.log_dict(logs, prog_bar=True)
-        if self.num_members > 1:
+        # Per-member curves only when the logger writes (logging every step costs more than a small step).
+        every = self._trainer.log_every_n_steps if self._trainer is not None else 1
+        if self.num_members > 1 and (batch_idx + 1) % every == 0:
             self.log_dict({f"train/loss_m{m}": v for m, v in enumerate(losses.detach())})
             if self.constraint is not None:
                 self.log_dict({f"train/lambda_m{m}": v for m, v in enumerate(self.constraint.lmbda.clone())})

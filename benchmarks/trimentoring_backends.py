@@ -1,0 +1,274 @@
+"""Tri-mentoring design ascent: the per-candidate ``higher`` backend against the ``batched`` one.
+
+The faithful TFBind8 ascent (METHODS.md 4): 128 candidates, 100 Adam steps, each candidate
+with its own copies of the three proxies, mentored before every step; the outer MSE of the
+soft-label step runs over the WHOLE visible training set (``datamodule.x``, 32,898 rows).
+``TriMentoring(backend="higher")`` mentors one candidate and one proxy at a time with
+``higher`` (the released algorithm); ``backend="batched"`` mentors all copies at once with
+``torch.func``. Both run side by side in one process, on the same pre-trained proxies, from
+the same starting designs, with the same neighbourhood noise; the script checks that they end
+at the same designs and per-step statistics, then times them. Proxy pre-training (the three
+proxies stacked in one module, Lightning Trainer, validation on) is timed per epoch first.
+
+The higher loop costs the same for every candidate and step, so it is timed on a few
+candidates and steps and its cost per candidate-step is extrapolated to 128 x 100. The
+batched backend is timed on the same few (equal work) and, separately, on ``--candidates`` x
+``--steps`` (128 x 100 on cuda by default; fewer steps on CPU), extrapolated linearly in the
+steps (and in the candidates, if fewer than 128). What is measured and what is extrapolated
+is printed. On CPU the width is reduced (``--hidden``; published 2x2048).
+
+Cost model: every mentored copy evaluates the outer MSE and its gradient over all N rows every
+step, about 6 N P FLOPs (P = parameters of one proxy): 128 x 3 x 100 copies-steps make
+~3e16 FLOPs at 2x2048. Batching removes the per-candidate loop, not these FLOPs.
+
+    python benchmarks/trimentoring_backends.py                   # CPU: 2x64, extrapolated
+    python benchmarks/trimentoring_backends.py --device cuda     # GPU: 2x2048
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (  # noqa: E402
+    device_line,
+    median,
+    quiet_lightning,
+    resolve_device,
+    resolve_hidden,
+    sync,
+    table,
+    versions_line,
+)
+
+quiet_lightning()
+
+import pytorch_lightning as pl  # noqa: E402
+
+from lightning_mbo.data.datamodule import MBODataModule  # noqa: E402
+from lightning_mbo.functional.ascent import gradient_ascent  # noqa: E402
+from lightning_mbo.methods.trimentoring import TriMentoring  # noqa: E402
+
+CPU_HIDDEN = (64, 64)
+FULL_CANDIDATES, FULL_STEPS = 128, 100  # the protocol's candidates and TFBind8's ascent steps
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if available, else cpu")
+    p.add_argument("--hidden", type=int, nargs="+", default=None,
+                   help=f"proxy hidden widths; default 2048 2048 (published) on cuda, "
+                        f"{CPU_HIDDEN[0]} {CPU_HIDDEN[1]} on cpu")
+    p.add_argument("--candidates", type=int, default=FULL_CANDIDATES,
+                   help="candidates of the batched run (default 128, the protocol's)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="ascent steps of the batched run (default: 100 on cuda, 2 on cpu; extrapolated to 100)")
+    p.add_argument("--higher-candidates", type=int, default=4,
+                   help="candidates of the side-by-side run of both backends (default 4)")
+    p.add_argument("--higher-steps", type=int, default=None,
+                   help="ascent steps of the side-by-side run (default: 10 on cuda, 4 on cpu)")
+    p.add_argument("--data-chunk", type=int, default=None,
+                   help="TriMentoring.data_chunk: training rows per chunk of the batched outer-MSE gradient "
+                        "(default 1024 on cuda, 4096 on cpu; 0: all rows at once, which needs memory "
+                        "~ 5 x copies x N x width floats)")
+    p.add_argument("--pretrain-epochs", type=int, default=2, help="proxy pre-training epochs to time (0: skip)")
+    p.add_argument("--max-samples", type=int, default=None,
+                   help="visible rows (default: all of the task's, 32,898 for TFBind8)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch intra-op threads; default 1 on cpu (several threads stall whenever another process "
+                        "shares the cores), torch's default on cuda")
+    p.add_argument("--task", default="TFBind8-Exact-v0")
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+# --------------------------------------------------------------------------- helpers
+def peak_memory(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB allocated (peak)"
+    return f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.1f} GiB RSS (process peak so far)"
+
+
+def proxy_params(input_dim: int, hidden: tuple[int, ...]) -> int:
+    sizes = [input_dim, *hidden, 1]
+    return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+
+
+def load_line() -> str:
+    try:
+        return "load average %.1f %.1f %.1f" % os.getloadavg()
+    except OSError:
+        return "load average n/a"
+
+
+class EpochTimer(pl.Callback):
+    """Wall seconds of every training epoch, its validation included."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.seconds, self._t0 = device, [], 0.0
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        sync(self.device)
+        self._t0 = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        sync(self.device)
+        self.seconds.append(time.perf_counter() - self._t0)
+
+
+def pretrain(dm: MBODataModule, hidden: tuple[int, ...], epochs: int, device: torch.device, seed: int):
+    torch.manual_seed(seed)
+    model = TriMentoring(dm.input_dim, hidden=hidden)
+    timer = EpochTimer(device)
+    if epochs > 0:
+        trainer = pl.Trainer(
+            max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+            enable_model_summary=False, num_sanity_val_steps=0, callbacks=[timer],
+            accelerator="gpu" if device.type == "cuda" else "cpu",
+            devices=[device.index or 0] if device.type == "cuda" else 1,
+        )
+        trainer.fit(model, datamodule=dm)
+    return model.to(device).eval(), timer.seconds
+
+
+def ascend(proxies: TriMentoring, backend: str, dm: MBODataModule, x0: torch.Tensor, steps: int,
+           data_chunk: int | None, device: torch.device):
+    """One design ascent exactly as DesignAscent runs it, with this backend, timed (wall and process CPU)."""
+    model = TriMentoring(dm.input_dim, hidden=proxies.hparams.hidden, backend=backend, data_chunk=data_chunk)
+    model.load_state_dict(proxies.state_dict())
+    model = model.to(device).eval()
+    cfg = model.ascent_defaults(dm)
+    sync(device)
+    c0, t0 = time.process_time(), time.perf_counter()
+    objective, hook = model.ascent_objective(x0, dm, torch.arange(len(x0), device=device), len(x0))
+    result = gradient_ascent(x0, objective, steps, cfg["lr"], cfg["optimizer"], hook)
+    sync(device)
+    return time.perf_counter() - t0, time.process_time() - c0, result, dict(model.ascent_stats)
+
+
+def fmt_s(s: float) -> str:
+    return f"{s:.1f}" if s < 1000 else f"{s:.0f}"
+
+
+# --------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    device = resolve_device(args.device)
+    cuda = device.type == "cuda"
+    threads = args.threads or (None if cuda else 1)
+    if threads:
+        torch.set_num_threads(threads)
+    hidden, width_line = resolve_hidden(args.hidden, device, CPU_HIDDEN)
+    steps_b = args.steps or (FULL_STEPS if cuda else 2)
+    cands_b = args.candidates
+    cands_h = args.higher_candidates
+    steps_h = args.higher_steps or (10 if cuda else 4)
+    chunk = args.data_chunk if args.data_chunk is not None else (1024 if cuda else 4096)
+    chunk = chunk or None
+
+    dm = MBODataModule(args.task, max_samples=args.max_samples, val_size=0.1, batch_size=128, seed=args.seed)
+    n, d = dm.x.shape
+    p_count = proxy_params(d, hidden)
+    flop_per_copy_step = 6 * n * p_count
+
+    print("== Tri-mentoring ascent: higher (per candidate) vs. batched (torch.func) backend ==")
+    print(f"device:  {device_line(device)}")
+    print(f"version: {versions_line()}")
+    print(f"task:    {args.task}: outer MSE over all N = {n} visible rows (datamodule.x), input dim {d}")
+    print(f"proxies: 3 x ReLU MLP, width {width_line}, {p_count:,} parameters each")
+    print(f"ascent:  Adam lr 0.1; K 10, delta 0.1, beta 1e-3, lambda_s 0.1 (released); batched data_chunk {chunk}")
+    print(f"cost:    outer MSE ~6 N P = {flop_per_copy_step:.2e} FLOPs per proxy copy per step; "
+          f"{FULL_CANDIDATES} x 3 x {FULL_STEPS} = {FULL_CANDIDATES * 3 * FULL_STEPS * flop_per_copy_step:.1e} FLOPs "
+          f"for the full ascent (if every copy is mentored every step)")
+    print(flush=True)
+
+    # ---- pre-training
+    proxies, epoch_s = pretrain(dm, hidden, args.pretrain_epochs, device, args.seed)
+    if epoch_s:
+        per_epoch = median(epoch_s[1:] if len(epoch_s) > 1 else epoch_s)
+        print(f"pre-training (3 proxies stacked, batch 128, {len(dm.y) - dm.n_val} training rows each, validation on):")
+        print(f"  epochs measured: {', '.join(f'{s:.2f}' for s in epoch_s)} s; per epoch {per_epoch:.2f} s "
+              f"({'median after the first' if len(epoch_s) > 1 else 'one epoch'})")
+        print(f"  extrapolated: 200 epochs = {fmt_s(200 * per_epoch)} s for all three proxies")
+    else:
+        print("pre-training: skipped (--pretrain-epochs 0): untrained proxies")
+    print(f"  memory: {peak_memory(device)}", flush=True)
+    print()
+
+    x0_all = dm.starting_designs(max(cands_b, cands_h)).to(device)
+
+    # ---- side by side on the same candidates: same results, equal-work timing
+    x0 = x0_all[:cands_h]
+    for backend in ("batched", "higher"):  # warm-up: first-call costs (vmap, cuBLAS, allocator)
+        ascend(proxies, backend, dm, x0[:1], 1, chunk, device)
+    runs = {}
+    for backend in ("higher", "batched"):
+        runs[backend] = ascend(proxies, backend, dm, x0, steps_h, chunk, device)
+        print(f"  {backend:7s} {cands_h} candidates x {steps_h} steps: {runs[backend][0]:.2f} s wall, "
+              f"{runs[backend][1]:.2f} s process CPU; {load_line()}", flush=True)
+    (wh, ch, rh, sh), (wb, cb, rb, sb) = runs["higher"], runs["batched"]
+    dx = float((rh.x - rb.x).abs().max())
+    same_dis = sh["disagreement"] == sb["disagreement"]
+    drift = max(abs(a - b) for a, b in zip(sh["soft_label_drift"], sb["soft_label_drift"], strict=True))
+    print(f"  same semantics: max |x_higher - x_batched| = {dx:.1e}; per-step disagreement "
+          f"{'identical' if same_dis else 'DIFFERENT'} (mean {sum(sb['disagreement']) / steps_h:.1f} pairs per copy); "
+          f"max soft-label drift difference {drift:.1e}")
+    if dx > 1e-3 or not same_dis:
+        print("  WARNING: the backends disagree beyond float32 rounding")
+    print()
+
+    # ---- the batched backend at (up to) the full candidate count
+    if (cands_b, steps_b) == (cands_h, steps_h):
+        full_b = (wb, cb)
+    else:
+        w, c, _, _ = ascend(proxies, "batched", dm, x0_all[:cands_b], steps_b, chunk, device)
+        full_b = (w, c)
+        print(f"  batched {cands_b} candidates x {steps_b} steps: {w:.2f} s wall, {c:.2f} s process CPU; "
+              f"{load_line()}", flush=True)
+    print(f"  memory: {peak_memory(device)}")
+    print()
+
+    # ---- table
+    full = FULL_CANDIDATES * FULL_STEPS
+    per_h = wh / (cands_h * steps_h)
+    per_b_eq = wb / (cands_h * steps_h)
+    per_b = full_b[0] / (cands_b * steps_b)
+    rows = [
+        ["higher", str(cands_h), str(steps_h), f"{wh:.2f}", f"{ch:.2f}", f"{1e3 * per_h:.1f}",
+         fmt_s(per_h * full), "extrapolated" if cands_h * steps_h < full else "measured"],
+        ["batched", str(cands_h), str(steps_h), f"{wb:.2f}", f"{cb:.2f}", f"{1e3 * per_b_eq:.1f}",
+         fmt_s(per_b_eq * full), "extrapolated" if cands_h * steps_h < full else "measured"],
+    ]
+    if (cands_b, steps_b) != (cands_h, steps_h):
+        rows.append(["batched", str(cands_b), str(steps_b), f"{full_b[0]:.2f}", f"{full_b[1]:.2f}",
+                     f"{1e3 * per_b:.1f}", fmt_s(per_b * full),
+                     "measured" if (cands_b, steps_b) == (FULL_CANDIDATES, FULL_STEPS) else "extrapolated"])
+    print(f"ascent, width {'x'.join(map(str, hidden))}, N = {n} rows:")
+    print(table(rows, ["backend", "candidates", "steps", "wall s", "CPU s", "ms / candidate-step",
+                       f"{FULL_CANDIDATES}x{FULL_STEPS} ascent s", "how"]))
+    print()
+    print(f"ratio higher / batched, equal work ({cands_h} candidates x {steps_h} steps, both measured): "
+          f"{wh / wb:.2f}x wall, {ch / cb:.2f}x process CPU")
+    print(f"ratio higher / batched, full {FULL_CANDIDATES} x {FULL_STEPS} ascent: {per_h / per_b:.2f}x "
+          f"(higher extrapolated from {cands_h * steps_h} candidate-steps, batched "
+          f"{'measured' if (cands_b, steps_b) == (FULL_CANDIDATES, FULL_STEPS) else 'extrapolated'} from "
+          f"{cands_b} candidates x {steps_b} steps)")
+    achieved = flop_per_copy_step * 3 / per_b
+    print(f"batched throughput: {achieved / 1e9:.1f} GFLOP/s of outer-MSE work, counting every copy as mentored")
+    if cuda and hidden == (2048, 2048):
+        print("reference (METHODS.md 4): the released code, one H100, 76 ms per candidate-step, "
+              "7.6 s per candidate, ~16 min for 128 candidates")
+    if not math.isfinite(per_h / per_b):
+        raise SystemExit("timing failed")
+
+
+if __name__ == "__main__":
+    main()
