@@ -188,23 +188,28 @@ class TriMentoring(Surrogate):
         self.ascent_stats["disagreement"].append(float(mask.sum(-1).float().mean()))
         self.ascent_stats["soft_label_drift"].append(float(drift))
 
-    def _batched_ascent(self, state: dict[str, Tensor], x_data: Tensor, y_data: Tensor, neighbourhoods):
-        act = self.hparams.activation
+    @torch.no_grad()
+    def _mentor_step(self, state: dict[str, Tensor], x_nb: Tensor, x_data: Tensor, y_data: Tensor,
+                     pair_filter: Tensor | None = None) -> None:
+        """One mentoring step of the stacked proxy copies ``state`` ``(G, P, ...)`` on the
+        neighbourhoods ``x_nb`` ``(G, K, D)``; ``pair_filter`` keeps only some pairs."""
+        consensus, mask = self._consensus(predict_stacked(state, x_nb, self.hparams.activation))
+        if pair_filter is not None:
+            mask = mask & pair_filter
+        new, soft = mentor_batched(
+            state, x_nb, consensus, mask, x_data, y_data, activation=self.hparams.activation,
+            beta=self.hparams.beta, lambda_s=self.hparams.lambda_s, soft_labels=self.hparams.soft_labels,
+            data_chunk=self.hparams.data_chunk,
+        )
+        state.update(new)
+        self._record(mask, consensus, soft)
 
-        @torch.no_grad()
+    def _batched_ascent(self, state: dict[str, Tensor], x_data: Tensor, y_data: Tensor, neighbourhoods):
         def before_step(x: Tensor, t: int) -> None:
-            x_nb = neighbourhoods(x)
-            consensus, mask = self._consensus(predict_stacked(state, x_nb, act))
-            new, soft = mentor_batched(
-                state, x_nb, consensus, mask, x_data, y_data, activation=act, beta=self.hparams.beta,
-                lambda_s=self.hparams.lambda_s, soft_labels=self.hparams.soft_labels,
-                data_chunk=self.hparams.data_chunk,
-            )
-            state.update(new)
-            self._record(mask, consensus, soft)
+            self._mentor_step(state, neighbourhoods(x), x_data, y_data)
 
         def objective(x: Tensor) -> Tensor:
-            return predict_stacked(state, x.unsqueeze(1), act)[..., 0].mean(-1)
+            return predict_stacked(state, x.unsqueeze(1), self.hparams.activation)[..., 0].mean(-1)
 
         return objective, before_step
 
@@ -223,18 +228,8 @@ class TriMentoring(Surrogate):
         i, j = torch.triu_indices(n * k, n * k, offset=1, device=self.device)
         within = (i // k) == (j // k)
 
-        @torch.no_grad()
         def before_step(x: Tensor, t: int) -> None:
-            x_nb = neighbourhoods(x).reshape(g, n * k, -1)
-            consensus, mask = self._consensus(predict_stacked(state, x_nb, act))
-            mask = mask & within
-            new, soft = mentor_batched(
-                state, x_nb, consensus, mask, x_data, y_data, activation=act, beta=self.hparams.beta,
-                lambda_s=self.hparams.lambda_s, soft_labels=self.hparams.soft_labels,
-                data_chunk=self.hparams.data_chunk,
-            )
-            state.update(new)
-            self._record(mask, consensus, soft)
+            self._mentor_step(state, neighbourhoods(x).reshape(g, n * k, -1), x_data, y_data, within)
 
         def objective(x: Tensor) -> Tensor:
             return predict_stacked(state, x.reshape(g, n, -1), act).mean(1).reshape(-1)
