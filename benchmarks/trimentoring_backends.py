@@ -70,16 +70,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--candidates", type=int, default=FULL_CANDIDATES,
                    help="candidates of the batched run (default 128, the protocol's)")
     p.add_argument("--steps", type=int, default=None,
-                   help="ascent steps of the batched run (default: 100 on cuda, 2 on cpu; extrapolated to 100)")
-    p.add_argument("--higher-candidates", type=int, default=4,
-                   help="candidates of the side-by-side run of both backends (default 4)")
+                   help="ascent steps of the batched run (default: 100 on cuda, 3 on cpu; extrapolated to 100)")
+    p.add_argument("--higher-candidates", type=int, default=8,
+                   help="candidates of the side-by-side run of both backends (default 8)")
     p.add_argument("--higher-steps", type=int, default=None,
-                   help="ascent steps of the side-by-side run (default: 10 on cuda, 4 on cpu)")
+                   help="ascent steps of the side-by-side run (default: 10 on cuda, 5 on cpu)")
     p.add_argument("--data-chunk", type=int, default=None,
-                   help="TriMentoring.data_chunk: training rows per chunk of the batched outer-MSE gradient "
-                        "(default 1024 on cuda, 4096 on cpu; 0: all rows at once, which needs memory "
-                        "~ 5 x copies x N x width floats)")
-    p.add_argument("--pretrain-epochs", type=int, default=2, help="proxy pre-training epochs to time (0: skip)")
+                   help="TriMentoring.data_chunk: training rows per chunk of the batched outer-MSE gradient; "
+                        "default: per run, so that one (copies, rows, width) float32 activation stays under "
+                        "24 MiB on cpu (larger ones go through mmap/munmap and page faults on every op) and "
+                        "4 GiB on cuda; 0: all rows at once (TriMentoring's default), which needs about "
+                        "5 x copies x N x width floats")
+    p.add_argument("--pretrain-epochs", type=int, default=3, help="proxy pre-training epochs to time (0: skip)")
     p.add_argument("--max-samples", type=int, default=None,
                    help="visible rows (default: all of the task's, 32,898 for TFBind8)")
     p.add_argument("--threads", type=int, default=None,
@@ -104,7 +106,7 @@ def proxy_params(input_dim: int, hidden: tuple[int, ...]) -> int:
 
 def load_line() -> str:
     try:
-        return "load average %.1f %.1f %.1f" % os.getloadavg()
+        return "load average {:.1f} {:.1f} {:.1f}".format(*os.getloadavg())
     except OSError:
         return "load average n/a"
 
@@ -154,6 +156,16 @@ def ascend(proxies: TriMentoring, backend: str, dm: MBODataModule, x0: torch.Ten
     return time.perf_counter() - t0, time.process_time() - c0, result, dict(model.ascent_stats)
 
 
+def auto_chunk(requested: int | None, candidates: int, hidden: tuple[int, ...], n: int,
+               device: torch.device) -> int | None:
+    """Rows per chunk of the outer MSE for ``candidates`` x 3 proxy copies (see ``--data-chunk``)."""
+    if requested is not None:
+        return requested or None
+    budget = 4 * 2**30 if device.type == "cuda" else 24 * 2**20
+    rows = budget // (4 * 3 * candidates * max(hidden))
+    return None if rows >= n else max(64, int(rows))
+
+
 def fmt_s(s: float) -> str:
     return f"{s:.1f}" if s < 1000 else f"{s:.0f}"
 
@@ -167,12 +179,10 @@ def main(argv: list[str] | None = None) -> None:
     if threads:
         torch.set_num_threads(threads)
     hidden, width_line = resolve_hidden(args.hidden, device, CPU_HIDDEN)
-    steps_b = args.steps or (FULL_STEPS if cuda else 2)
+    steps_b = args.steps or (FULL_STEPS if cuda else 3)
     cands_b = args.candidates
     cands_h = args.higher_candidates
-    steps_h = args.higher_steps or (10 if cuda else 4)
-    chunk = args.data_chunk if args.data_chunk is not None else (1024 if cuda else 4096)
-    chunk = chunk or None
+    steps_h = args.higher_steps or (10 if cuda else 5)
 
     dm = MBODataModule(args.task, max_samples=args.max_samples, val_size=0.1, batch_size=128, seed=args.seed)
     n, d = dm.x.shape
@@ -184,7 +194,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"version: {versions_line()}")
     print(f"task:    {args.task}: outer MSE over all N = {n} visible rows (datamodule.x), input dim {d}")
     print(f"proxies: 3 x ReLU MLP, width {width_line}, {p_count:,} parameters each")
-    print(f"ascent:  Adam lr 0.1; K 10, delta 0.1, beta 1e-3, lambda_s 0.1 (released); batched data_chunk {chunk}")
+    chunk_h = auto_chunk(args.data_chunk, cands_h, hidden, n, device)
+    chunk_b = auto_chunk(args.data_chunk, cands_b, hidden, n, device)
+    print(f"ascent:  Adam lr 0.1; K 10, delta 0.1, beta 1e-3, lambda_s 0.1 (released); batched data_chunk "
+          f"{chunk_h} rows with {cands_h} candidates, {chunk_b} with {cands_b}")
     print(f"cost:    outer MSE ~6 N P = {flop_per_copy_step:.2e} FLOPs per proxy copy per step; "
           f"{FULL_CANDIDATES} x 3 x {FULL_STEPS} = {FULL_CANDIDATES * 3 * FULL_STEPS * flop_per_copy_step:.1e} FLOPs "
           f"for the full ascent (if every copy is mentored every step)")
@@ -208,10 +221,10 @@ def main(argv: list[str] | None = None) -> None:
     # ---- side by side on the same candidates: same results, equal-work timing
     x0 = x0_all[:cands_h]
     for backend in ("batched", "higher"):  # warm-up: first-call costs (vmap, cuBLAS, allocator)
-        ascend(proxies, backend, dm, x0[:1], 1, chunk, device)
+        ascend(proxies, backend, dm, x0[:1], 1, chunk_h, device)
     runs = {}
     for backend in ("higher", "batched"):
-        runs[backend] = ascend(proxies, backend, dm, x0, steps_h, chunk, device)
+        runs[backend] = ascend(proxies, backend, dm, x0, steps_h, chunk_h, device)
         print(f"  {backend:7s} {cands_h} candidates x {steps_h} steps: {runs[backend][0]:.2f} s wall, "
               f"{runs[backend][1]:.2f} s process CPU; {load_line()}", flush=True)
     (wh, ch, rh, sh), (wb, cb, rb, sb) = runs["higher"], runs["batched"]
@@ -229,7 +242,7 @@ def main(argv: list[str] | None = None) -> None:
     if (cands_b, steps_b) == (cands_h, steps_h):
         full_b = (wb, cb)
     else:
-        w, c, _, _ = ascend(proxies, "batched", dm, x0_all[:cands_b], steps_b, chunk, device)
+        w, c, _, _ = ascend(proxies, "batched", dm, x0_all[:cands_b], steps_b, chunk_b, device)
         full_b = (w, c)
         print(f"  batched {cands_b} candidates x {steps_b} steps: {w:.2f} s wall, {c:.2f} s process CPU; "
               f"{load_line()}", flush=True)
@@ -257,8 +270,9 @@ def main(argv: list[str] | None = None) -> None:
     print()
     print(f"ratio higher / batched, equal work ({cands_h} candidates x {steps_h} steps, both measured): "
           f"{wh / wb:.2f}x wall, {ch / cb:.2f}x process CPU")
-    print(f"ratio higher / batched, full {FULL_CANDIDATES} x {FULL_STEPS} ascent: {per_h / per_b:.2f}x "
-          f"(higher extrapolated from {cands_h * steps_h} candidate-steps, batched "
+    cpu_ratio = (ch / (cands_h * steps_h)) / (full_b[1] / (cands_b * steps_b))
+    print(f"ratio higher / batched, full {FULL_CANDIDATES} x {FULL_STEPS} ascent: {per_h / per_b:.2f}x wall, "
+          f"{cpu_ratio:.2f}x process CPU (higher extrapolated from {cands_h * steps_h} candidate-steps, batched "
           f"{'measured' if (cands_b, steps_b) == (FULL_CANDIDATES, FULL_STEPS) else 'extrapolated'} from "
           f"{cands_b} candidates x {steps_b} steps)")
     achieved = flop_per_copy_step * 3 / per_b

@@ -37,6 +37,9 @@ class MBOTrainer(Trainer):
             raise ValueError("ascend needs --ckpt_path: the checkpoint whose model should ascend")
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         model.load_state_dict(ckpt["state_dict"])
+        # last.ckpt is written before fitting ends; ascent uses the weights fitting ended with.
+        model.on_load_checkpoint(ckpt)
+        model.restore_best()
         dm_state = ckpt.get(type(datamodule).__qualname__)
         if dm_state:
             datamodule.load_state_dict(dm_state)

@@ -343,6 +343,16 @@ def _pair_objective(
 _pair_grad = vmap(grad(_pair_objective), in_dims=(0, 0, 0, 0, None))
 
 
+def auto_chunk(params: dict[str, Tensor], x_data: Tensor) -> int:
+    """Rows per chunk of the outer MSE so that ``M`` members' activations fit a memory budget."""
+    members = next(iter(params.values())).shape[0]
+    widths = sum(t.shape[-1] for name, t in params.items() if name.endswith("weight"))
+    budget = 2**32 if x_data.is_cuda else 2**28
+    # Activations and their gradients, about three tensors of each hidden width per row.
+    per_row = 3 * members * widths * x_data.element_size()
+    return max(64, budget // max(per_row, 1))
+
+
 def _data_grad(
     params: dict[str, Tensor], x_data: Tensor, y_data: Tensor, activation: str, data_chunk: int | None
 ) -> dict[str, Tensor]:
@@ -353,12 +363,15 @@ def _data_grad(
         x_data: ``(N, D)`` static training inputs.
         y_data: ``(N,)`` static training scores.
         activation: hidden activation.
-        data_chunk: rows per chunk (None: all at once). Memory is ``O(M * chunk * width)``.
+        data_chunk: rows per chunk (None: chosen so that the activations of all ``M`` members
+            stay within about 256 MiB on CPU, 4 GiB on a GPU). Memory is ``O(M * chunk * width)``.
 
     Returns:
         ``(M, ...)`` gradients of ``1/N Σ_n (f(x_n; θ) - y_n)²``.
     """
     n = x_data.shape[0]
+    if data_chunk is None:
+        data_chunk = auto_chunk(params, x_data)
 
     def chunk_loss(theta: dict[str, Tensor], xc: Tensor, yc: Tensor) -> Tensor:
         return ((_pred(theta, xc, activation) - yc) ** 2).sum() / n

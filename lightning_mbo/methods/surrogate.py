@@ -129,7 +129,10 @@ class Surrogate(pl.LightningModule):
     def configure_optimizers(self) -> Any:
         opt = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
         if self.hparams.lr_schedule == "cosine":
-            t_max = max(1, self.trainer.max_epochs or 1) if self._trainer is not None else 1
+            t_max = self.trainer.max_epochs if self._trainer is not None else 1
+            if t_max is None or t_max < 1:
+                raise ValueError("lr_schedule 'cosine' decays per epoch to 0 at trainer.max_epochs; set "
+                                 "--trainer.max_epochs to a positive number (or use lr_schedule 'constant')")
             return [opt], [torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=t_max)]
         return opt
 
@@ -215,10 +218,14 @@ class Surrogate(pl.LightningModule):
                 self._best_state[k][better] = v.detach()[better]
 
     def on_train_end(self) -> None:
+        self.restore_best()
+
+    @torch.no_grad()
+    def restore_best(self) -> None:
+        """With ``select_best``, load each member's best-validation-Pearson weights."""
         if self.hparams.select_best and self._best_state is not None:
-            with torch.no_grad():
-                for k, v in self.named_parameters():
-                    v.copy_(self._best_state[k])
+            for k, v in self.named_parameters():
+                v.copy_(self._best_state[k])
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self._best_state is not None:

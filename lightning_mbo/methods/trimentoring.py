@@ -71,12 +71,13 @@ class TriMentoring(Surrogate):
         lambda_s: soft-label learning rate λ_s.
         backend: ``batched`` (all candidates at once, torch.func) or ``higher`` (one candidate and
             proxy at a time, the released algorithm; slow, the reference).
-        data_chunk: rows of the training set per chunk in the outer MSE gradient (``null``: all).
+        data_chunk: rows of the training set per chunk in the outer MSE gradient (``null``: sized to
+            a memory budget, see :func:`lightning_mbo.functional.mentoring.auto_chunk`).
         shared_proxies: NOT the released behaviour: one set of proxies (per replicate) is mentored
             for all candidates together, on the union of their neighbourhood pairs (pairs within
             each candidate's neighbourhood), so the outer MSE is paid once per step instead of once
             per candidate. Under DDP each process mentors its own set on its own candidates.
-        mentoring_seed: seed of the neighbourhood noise.
+        mentoring_seed: seed of the neighbourhood noise (``null``: the run's seed).
     """
 
     per_member_split = True
@@ -107,7 +108,7 @@ class TriMentoring(Surrogate):
         backend: Backend = "batched",
         data_chunk: int | None = None,
         shared_proxies: bool = False,
-        mentoring_seed: int = 0,
+        mentoring_seed: int | None = None,
     ) -> None:
         super().__init__(
             input_dim=input_dim,
@@ -141,7 +142,7 @@ class TriMentoring(Surrogate):
 
     def ascent_defaults(self, datamodule: Any = None) -> dict[str, Any]:
         discrete = bool(getattr(getattr(datamodule, "task", None), "is_discrete", True))
-        steps = self.hparams.ascent_steps or (100 if discrete else 200)
+        steps = self.hparams.ascent_steps if self.hparams.ascent_steps is not None else (100 if discrete else 200)
         lr = self.hparams.ascent_lr if self.hparams.ascent_lr is not None else (0.1 if discrete else 1e-3)
         return {"steps": steps, "lr": lr, "optimizer": self.hparams.ascent_optimizer}
 
@@ -155,7 +156,8 @@ class TriMentoring(Surrogate):
             return (lambda x: self.predict_designs(x, replicate)), None
         x_data = datamodule.x.to(self.device)
         y_data = datamodule.y.to(self.device)
-        gen = torch.Generator().manual_seed(self.hparams.mentoring_seed)
+        seed = self.hparams.mentoring_seed
+        gen = torch.Generator().manual_seed(torch.initial_seed() if seed is None else seed)
         ids = candidate_ids.cpu()
         k, d = self.hparams.neighbours, x0.shape[1]
 

@@ -60,9 +60,11 @@ class ExactOracle:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x)
-        # Keys are built with astype(int64), which would silently truncate 2.9 to design 2.
-        if not np.issubdtype(x.dtype, np.integer) and not np.array_equal(x, np.round(x)):
-            raise DesignNotFoundError(f"designs must be integers in [0, {self.num_classes}), got non-integer values")
+        # A fractional design must not be truncated to a neighbour (2.9 -> design 2).
+        if not np.issubdtype(x.dtype, np.integer):
+            if not np.array_equal(x, np.round(x)):
+                raise DesignNotFoundError(f"designs must be integers in [0, {self.num_classes}), got fractions")
+            x = x.astype(np.int64)  # integral floats (e.g. 2.0) are the designs they name
         if x.size and (x.min() < 0 or x.max() >= self.num_classes):
             raise DesignNotFoundError(f"designs must be integers in [0, {self.num_classes})")
         keys = self._keys(x)

@@ -478,9 +478,12 @@ def test_cosine_schedule_decays_to_zero(pretrained: SimpleNamespace) -> None:
 # ----------------------------------------------------------------------------------------------
 
 
+QUICK = str(REPO_ROOT / "configs/quick.yaml")
+
+
 def cli_fit(tmp_path: Path, config: str, *extra: str) -> dict[str, Any]:
     main([
-        "fit", "--config", str(REPO_ROOT / "configs/tfbind8" / config), "--config", str(REPO_ROOT / "configs/quick.yaml"),
+        "fit", "--config", str(REPO_ROOT / "configs/tfbind8" / config), "--config", QUICK,
         "--trainer.max_epochs", "1", "--model.init_args.ascent_steps", "3", "--data.max_samples", "2000",
         "--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.enable_progress_bar", "false", *extra,
     ])
@@ -507,14 +510,11 @@ def test_cli_fit_quick_width(tmp_path: Path) -> None:
     assert res["method"] == "tri_mentoring" and res["ascent"]["steps"] == 3
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "MBOTrainer.ascend loads ckpt['state_dict'] (the last epoch's weights), not the best-Pearson "
-    "weights that fit restored in on_train_end (saved only under ckpt['best_state'])"))
 def test_ascend_on_checkpoint_reproduces_fit(tmp_path: Path) -> None:
     # The mean-of-3 baseline shares Tri-mentoring's pre-training and best-epoch selection, and
     # ascends fast; which proxies ascend is what is checked here.
     common = [
-        "--config", str(REPO_ROOT / "configs/tfbind8/mean_of_3_proxies.yaml"), "--config", str(REPO_ROOT / "configs/quick.yaml"),
+        "--config", str(REPO_ROOT / "configs/tfbind8/mean_of_3_proxies.yaml"), "--config", QUICK,
         "--model.init_args.ascent_steps", "3", "--data.max_samples", "2000", "--model.init_args.hidden", "[16,16]",
         "--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.enable_progress_bar", "false",
     ]
