@@ -11,9 +11,6 @@ import pytest
 
 from lightning_mbo.tasks import io
 
-#: The repository root (configs live under it); tests never read outside it.
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
 #: TFBind10's folder and shard prefix in design-bench's layout.
 TFBIND10_FOLDER, TFBIND10_PREFIX = "tf_bind_10-pho4", "tf_bind_10"
 

@@ -156,6 +156,18 @@ def test_unknown_task_lists_known_tasks(tmp_path, monkeypatch):
     assert not any(tmp_path.iterdir())
 
 
+def test_unknown_task_on_the_command_line_is_one_message(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["lightning-mbo", "fit", "--data.task", "TFBind9-Exact-v0",
+                                      "--trainer.logger.init_args.save_dir", str(tmp_path)])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "lightning_mbo: error: unknown task 'TFBind9-Exact-v0'; known tasks:" in err
+    assert "Traceback" not in err
+
+
 def test_ascend_needs_a_checkpoint(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValueError, match="--ckpt_path"):

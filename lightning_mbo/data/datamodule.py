@@ -25,8 +25,9 @@ class MemberBatches(IterableDataset):
 
     Every epoch each member draws its own permutation of its own training rows; batch ``b``
     is the ``(M, B)`` block of row indices ``[b*B, (b+1)*B)`` of those permutations. Under
-    DDP the GLOBAL batch is split into equal contiguous parts, one per rank, so that ``W``
-    processes see exactly the rows one process would.
+    DDP the GLOBAL batch is split into contiguous parts, one per rank, so that ``W`` processes
+    see exactly the rows one process would. Items are ``(x, y, rows)``: ``(M, b, D)`` features,
+    ``(M, b)`` scores of this rank's share and the global batch's row count.
 
     Args:
         x: ``(N, D)`` normalised features.
@@ -66,13 +67,16 @@ class MemberBatches(IterableDataset):
         perm = torch.rand(self.rows.shape, generator=g).argsort(dim=1)
         return torch.gather(self.rows, 1, perm)
 
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor, int]]:
         rank, world = _dist_rank_world()
         order = self.order(self.epoch_fn())
         for b in range(len(self)):
             idx = order[:, b * self.batch_size:(b + 1) * self.batch_size]
+            rows = idx.shape[1]
             idx = torch.tensor_split(idx, world, dim=1)[rank]
-            yield self.x[idx], self.y[idx]
+            # The global batch's size travels along, so losses average over rows, not over ranks,
+            # also when a last batch does not split evenly (a rank may get no rows).
+            yield self.x[idx], self.y[idx], rows
 
 
 class MBODataModule(pl.LightningDataModule):

@@ -118,12 +118,26 @@ class Surrogate(pl.LightningModule):
         logstd = self.min_logstd + F.softplus(logstd - self.min_logstd)
         return mean, logstd
 
-    def member_losses(self, mean: Tensor, logstd: Tensor | None, y: Tensor) -> Tensor:
-        """Per-member data loss ``(M,)``: Gaussian NLL or MSE, averaged over the batch."""
+    def member_losses(self, mean: Tensor, logstd: Tensor | None, y: Tensor, rows: int | None = None) -> Tensor:
+        """Per-member data loss ``(M,)``: Gaussian NLL or MSE, averaged over the batch.
+
+        Args:
+            rows: rows of the GLOBAL batch when this is one rank's share of it (DDP): the loss is
+                then ``world_size * sum / rows``, so DDP's average over ranks is the average over
+                rows even when the shares differ in size.
+        """
         if logstd is None:
-            return ((mean - y) ** 2).mean(-1)
-        nll = 0.5 * ((y - mean) / logstd.exp()) ** 2 + logstd + 0.5 * math.log(2 * math.pi)
-        return nll.mean(-1)
+            per_row = (mean - y) ** 2
+        else:
+            per_row = 0.5 * ((y - mean) / logstd.exp()) ** 2 + logstd + 0.5 * math.log(2 * math.pi)
+        return self._batch_mean(per_row, rows)
+
+    def _batch_mean(self, per_row: Tensor, rows: int | None) -> Tensor:
+        """Mean over the last dim, or over the global batch of ``rows`` rows under DDP (see :meth:`member_losses`)."""
+        if rows is None:
+            return per_row.mean(-1)
+        world = self.trainer.world_size if self._trainer is not None else 1
+        return per_row.sum(-1) * (world / rows)
 
     # --- training -------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
@@ -149,12 +163,13 @@ class Surrogate(pl.LightningModule):
 
         return reduce
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        x, y = batch
+    def training_step(self, batch: tuple[Tensor, Tensor] | tuple[Tensor, Tensor, int], batch_idx: int) -> None:
+        x, y, *rest = batch
+        rows = int(rest[0]) if rest else None
         opt = self.optimizers()
         opt.zero_grad()
         mean, logstd = self(x)
-        losses = self.member_losses(mean, logstd, y)
+        losses = self.member_losses(mean, logstd, y, rows)
         logs = {"train/loss": losses.mean().detach()}
         if self.constraint is None:
             self.manual_backward(losses.sum())
@@ -162,7 +177,8 @@ class Surrogate(pl.LightningModule):
             params = [p for p in self.parameters() if p.requires_grad]
             # h(ω): each member's mean predicted score over the batch (IGNITE's sharpness proxy).
             norms = self.constraint.backward(
-                losses.sum(), mean.mean(-1), lambda: self(x)[0].mean(-1), params, self.manual_backward, self._reduce()
+                losses.sum(), self._batch_mean(mean, rows), lambda: self._batch_mean(self(x)[0], rows), params,
+                self.manual_backward, self._reduce(),
             )
             logs["train/lambda"] = self.constraint.lmbda.mean().clone()
             violation = self.constraint.update_lambda(norms)
@@ -183,8 +199,8 @@ class Surrogate(pl.LightningModule):
             sched.step()
 
     # --- validation: Pearson per member, best-epoch selection ----------------------------
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        x, y = batch
+    def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
+        x, y = batch[0], batch[1]
         mean, logstd = self(x)
         self.log("val/loss", self.member_losses(mean, logstd, y).mean(), sync_dist=True)
         if self.num_members > 1:

@@ -48,7 +48,8 @@ def test_train_batches_are_member_major():
     batches = _batches(dm)
     n_train = N_VISIBLE - 200
     assert len(batches) == math.ceil(n_train / 128) == 256
-    x, y = batches[0]
+    x, y, rows = batches[0]
+    assert rows == 128
     assert x.shape == (3, 128, 24) and y.shape == (3, 128)
     assert x.dtype == y.dtype == torch.float32
     assert batches[-1][0].shape == (3, n_train - 255 * 128, 24)
@@ -65,14 +66,14 @@ def test_batches_pair_features_with_their_scores():
     _attach(dm, members=2)
     ds = MemberBatches(dm.x, dm.y, dm.split(2, False)[0], 64, True, 0)
     order = ds.order(0)
-    x, y = next(iter(ds))
+    x, y, _ = next(iter(ds))
     torch.testing.assert_close(x, dm.x[order[:, :64]], rtol=0, atol=0)
     torch.testing.assert_close(y, dm.y[order[:, :64]], rtol=0, atol=0)
 
 
 def test_one_member_by_default():
     dm = MBODataModule()
-    x, y = next(iter(dm.train_dataloader()))
+    x, y, _ = next(iter(dm.train_dataloader()))
     assert x.shape == (1, 128, 24) and y.shape == (1, 128)
 
 
@@ -122,7 +123,8 @@ def test_two_ranks_split_the_global_batch(monkeypatch, batch_size):
         monkeypatch.setattr(datamodule_module, "_dist_rank_world", lambda rank=rank: (rank, 2))
         per_rank.append(_batches(dm))
     assert len(per_rank[0]) == len(per_rank[1]) == len(single)
-    for (x, y), (x0, y0), (x1, y1) in zip(single, *per_rank, strict=True):
+    for (x, y, n), (x0, y0, n0), (x1, y1, n1) in zip(single, *per_rank, strict=True):
+        assert n == n0 == n1 == x.shape[1]  # every rank knows the global batch's size
         assert torch.equal(torch.cat([x0, x1], dim=1), x)
         assert torch.equal(torch.cat([y0, y1], dim=1), y)
     assert per_rank[0][0][0].shape[1] == math.ceil(batch_size / 2)
@@ -137,7 +139,7 @@ def test_validation_split(dm):
     # One split shared by all members, disjoint, covering every visible row.
     assert torch.equal(val[0], val[1]) and torch.equal(train[0], train[2])
     assert torch.equal(torch.sort(torch.cat([train[0], val[0]])).values, torch.arange(N_VISIBLE))
-    (x, y), = list(dm2.val_dataloader())
+    (x, y, _), = list(dm2.val_dataloader())
     assert x.shape == (3, 200, 24) and y.shape == (3, 200)
     torch.testing.assert_close(y[0], dm2.y[val[0]], rtol=0, atol=0)
 

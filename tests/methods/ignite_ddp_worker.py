@@ -2,13 +2,13 @@
 
 Trains a small IGNITE surrogate on TFBind8 with Lightning on CPU, either in one process or
 with ``strategy="ddp"`` (gloo) on several processes, and saves the λ trajectory and the final
-weights of every rank to ``<out>/rank<r>.pt``. Lightning's DDP launcher re-executes this
-script once per extra rank, which is why it is a script and not a pytest function.
+weights of every rank. Lightning's DDP launcher re-executes this script once per extra rank,
+which is why it is a script and not a pytest function::
 
-    python tests/methods/ignite_ddp_worker.py --devices 2 --out DIR --grad-modes finite_difference exact
+    python tests/methods/ignite_ddp_worker.py --devices 2 --out DIR --cases finite_difference exact
 
-writes ``DIR/<grad mode>/rank<r>.pt`` for each mode, one fit after the other in the same
-process group (one launch of the processes for all modes).
+writes ``DIR/<case>/rank<r>.pt`` for each case in :data:`CASES`, one fit after the other in
+the same process group (the processes are launched once for all cases).
 """
 
 from __future__ import annotations
@@ -24,13 +24,21 @@ import torch
 from lightning_mbo.data import MBODataModule
 from lightning_mbo.methods import Ignite, Surrogate
 
-#: Global batch 128 (64 per rank with 2 processes); drop_last so that every batch splits evenly.
+#: Global batch 128 (64 per rank with 2 processes).
 BATCH_SIZE = 128
-MAX_SAMPLES = 2000
 HIDDEN = (32, 32)
 MEMBERS = 2
 EPOCHS = 2
 SEED = 0
+
+#: case -> (grad_mode, max_samples, drop_last). The even cases keep 1800 training rows (200 are
+#: held out for validation) = 14 full batches, drop_last; "uneven" keeps 1793 rows = 14 full
+#: batches and a last batch of 1 row, which 2 ranks split 1 / 0.
+CASES: dict[str, tuple[str, int, bool]] = {
+    "finite_difference": ("finite_difference", 2000, True),
+    "exact": ("exact", 2000, True),
+    "uneven": ("finite_difference", 1993, False),
+}
 
 
 def ignite_settings(grad_mode: str) -> Ignite:
@@ -48,9 +56,11 @@ class RecordLambda(pl.Callback):
         self.lambdas.append(pl_module.constraint.lmbda.detach().double().cpu().clone())
 
 
-def train(devices: int, out: str | os.PathLike, grad_mode: str = "finite_difference") -> None:
-    """Train and write ``out/rank<r>.pt`` with ``lambdas``, ``state_dict`` and ``world_size``."""
-    dm = MBODataModule(max_samples=MAX_SAMPLES, batch_size=BATCH_SIZE, seed=SEED, drop_last=True)
+def train(devices: int, out: str | os.PathLike, case: str = "finite_difference") -> None:
+    """Train one case and write ``out/rank<r>.pt`` (``lambdas``, ``state_dict``, ``world_size``,
+    ``batches_per_epoch``)."""
+    grad_mode, max_samples, drop_last = CASES[case]
+    dm = MBODataModule(max_samples=max_samples, batch_size=BATCH_SIZE, seed=SEED, drop_last=drop_last)
     pl.seed_everything(SEED, verbose=False)
     model = Surrogate(dm.input_dim, members=MEMBERS, hidden=HIDDEN, ignite=ignite_settings(grad_mode))
     record = RecordLambda()
@@ -86,13 +96,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--devices", type=int, default=2)
     parser.add_argument("--out", required=True)
-    parser.add_argument("--grad-modes", nargs="+", default=["finite_difference"],
-                        choices=["finite_difference", "exact"])
+    parser.add_argument("--cases", nargs="+", default=["finite_difference"], choices=list(CASES))
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)  # 2 ranks on a 2-core machine: no intra-op threads
-    for mode in args.grad_modes:
-        train(args.devices, Path(args.out) / mode, mode)
+    for case in args.cases:
+        train(args.devices, Path(args.out) / case, case)
 
 
 if __name__ == "__main__":

@@ -240,7 +240,7 @@ class StepRecorder(pl.Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self.records.append({
-            "batch": [t.detach().clone() for t in batch],
+            "batch": [t.detach().clone() if torch.is_tensor(t) else t for t in batch],
             "params": {k: v.detach().clone() for k, v in pl_module.named_parameters()},
             "lambda": pl_module.constraint.lmbda.detach().clone(),
         })
@@ -301,7 +301,7 @@ def test_training_step_is_adam_on_data_plus_penalty_gradient(grad_mode):
     lam = rec.records[0]["lambda"].clone()
     assert lam.dtype == torch.float64
     for t, r in enumerate(rec.records):
-        x, y = (v.double() for v in r["batch"])
+        x, y = (v.double() for v in r["batch"][:2])
         for k in ref:  # the module's state before the step follows the reference trajectory
             torch.testing.assert_close(r["params"][k], ref[k].detach(), rtol=1e-9, atol=1e-12, msg=f"{k} step {t}")
         torch.testing.assert_close(r["lambda"], lam, rtol=1e-12, atol=1e-14)

@@ -62,6 +62,14 @@ def test_oracle_rejects_designs_outside_the_alphabet(task):
         task.score(np.full((1, 8), 4, dtype=np.int32))
 
 
+def test_oracle_rejects_fractional_designs(task):
+    # Not truncated to a neighbouring design (0.7 -> 0, 2.9 -> 2).
+    with pytest.raises(DesignNotFoundError, match="got fractions"):
+        task.score(np.full((1, 8), 2.9))
+    # Integral floats are the same designs as their integers.
+    assert task.score(np.full((1, 8), 2.0))[0] == task.score(np.full((1, 8), 2, dtype=np.int32))[0]
+
+
 def test_score_checks_the_design_shape(task):
     with pytest.raises(ValueError, match=r"\(n, 8\)"):
         task.score(np.zeros((2, 7), dtype=np.int32))
