@@ -14,6 +14,7 @@ import io
 import json
 import platform
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,8 +76,6 @@ def run_grid(
     Returns:
         One row per finished run.
     """
-    from lightning_mbo.cli import main  # noqa: PLC0415  (the CLI imports this module)
-
     out = Path(output_dir)
     jobs = [(run, [s]) for run in runs for s in seeds] if not stack_seeds else [(run, list(seeds)) for run in runs]
     rows: list[dict[str, Any]] = []
@@ -96,12 +95,24 @@ def run_grid(
             ]
             if stack_seeds:
                 cli_args.append(f"--model.init_args.replicates={len(job_seeds)}")
-            main(cli_args)
+            _fit(cli_args, run_dir)
         result = json.loads(result_file.read_text())
         for i, row in enumerate(result.get("runs", [result])):
             rows.append({**row, "run": run.name, "seed": job_seeds[i] if stack_seeds else job_seeds[0]})
     write_table(rows, out, label)
     return rows
+
+
+def _fit(cli_args: list[str], run_dir: Path) -> None:
+    """One run in its own process (so DDP can re-launch it), its output kept in ``run.log``."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log = run_dir / "run.log"
+    with log.open("w") as f:
+        proc = subprocess.run([sys.executable, "-m", "lightning_mbo", *cli_args], stdout=f, stderr=subprocess.STDOUT,
+                              check=False)
+    if proc.returncode != 0:
+        tail = "".join(log.read_text().splitlines(keepends=True)[-30:])
+        raise RuntimeError(f"run failed (exit {proc.returncode}): {' '.join(cli_args)}\n--- {log} (tail) ---\n{tail}")
 
 
 def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -71,7 +71,7 @@ class DesignAscent(Callback):
         self.num_candidates = num_candidates
         self.output_dir = output_dir
         self.results: dict[str, Any] | None = None
-        self._fit_start = time.perf_counter()
+        self._fit_start: float | None = None  # set when fitting starts; None for ascent on a checkpoint
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._fit_start = time.perf_counter()
@@ -92,7 +92,7 @@ class DesignAscent(Callback):
     def run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, datamodule) -> dict[str, Any] | None:
         """Ascend, score, log and write; returns the results on rank 0 (None elsewhere)."""
         t0 = time.perf_counter()
-        fit_seconds = t0 - self._fit_start
+        fit_seconds = t0 - self._fit_start if self._fit_start is not None else 0.0
         cfg = self.settings(pl_module, datamodule)
         # Seeds as a batch dimension: every replicate ascends its own copy of the starting designs.
         reps = int(getattr(pl_module, "replicates", 1))

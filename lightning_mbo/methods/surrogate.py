@@ -200,9 +200,10 @@ class Surrogate(pl.LightningModule):
 
     # --- validation: Pearson per member, best-epoch selection ----------------------------
     def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
-        x, y = batch[0], batch[1]
+        x, y, *rest = batch
         mean, logstd = self(x)
-        self.log("val/loss", self.member_losses(mean, logstd, y).mean(), sync_dist=True)
+        rows = int(rest[0]) if rest else None
+        self.log("val/loss", self.member_losses(mean, logstd, y, rows).mean(), sync_dist=True)
         if self.num_members > 1:
             self.val_pearson.update(mean.T, y.T)
         else:
