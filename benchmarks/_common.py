@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import platform
@@ -9,8 +10,11 @@ import statistics
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import torch
+
+T = TypeVar("T")
 
 #: design-baselines' surrogate width (METHODS.md 2).
 PUBLISHED_HIDDEN = (2048, 2048)
@@ -24,11 +28,37 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", ".*treespec.*")
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", ".*IterableDataset.*has `__len__` defined.*")
+    # Surrogate's val/loss is logged without batch_size (speed only here; the weighting does not matter).
+    warnings.filterwarnings("ignore", ".*infer the `batch_size` from an ambiguous collection.*")
     import pytorch_lightning  # noqa: F401  (its import sets its own loggers to INFO; override after)
 
     for name in ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric"):
         logging.getLogger(name).setLevel(logging.ERROR)
     os.environ.setdefault("PL_DISABLE_FORK", "1")
+
+
+def add_device_args(p: argparse.ArgumentParser, cpu_hidden: Sequence[int], what: str = "hidden widths") -> None:
+    """The options every script shares: ``--device``, ``--hidden`` and ``--threads``."""
+    p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if available, else cpu")
+    p.add_argument("--hidden", type=int, nargs="+", default=None,
+                   help=f"{what}; default 2048 2048 (published) on cuda, {' '.join(map(str, cpu_hidden))} on cpu")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch intra-op threads; default 1 on cpu (several threads stall whenever another process "
+                        "shares the cores), torch's default on cuda")
+
+
+def setup_device(args: argparse.Namespace, cpu_hidden: Sequence[int]) -> tuple[torch.device, tuple[int, ...], str]:
+    """Device, torch threads and widths from :func:`add_device_args`' options.
+
+    Returns:
+        ``(device, hidden, width_line)``; on CPU the torch threads are set to ``--threads`` or 1.
+    """
+    device = resolve_device(args.device)
+    threads = args.threads or (1 if device.type == "cpu" else None)
+    if threads:
+        torch.set_num_threads(threads)
+    hidden, width_line = resolve_hidden(args.hidden, device, cpu_hidden)
+    return device, hidden, width_line
 
 
 def resolve_device(name: str | None) -> torch.device:
@@ -66,11 +96,15 @@ def device_line(device: torch.device) -> str:
         return (f"cuda:{idx} {props.name} ({props.total_memory / 2**30:.0f} GiB), CUDA {torch.version.cuda}, "
                 f"float32 matmul precision {torch.get_float32_matmul_precision()!r}")
     cpu = platform.processor() or platform.machine()
+    return f"cpu {cpu}, {os.cpu_count()} logical cores, torch threads {torch.get_num_threads()}; {load_line()} at start"
+
+
+def load_line() -> str:
+    """The machine's load average now (1, 5 and 15 minutes)."""
     try:
-        load = "load average {:.1f} {:.1f} {:.1f} at start".format(*os.getloadavg())
+        return "load average {:.1f} {:.1f} {:.1f}".format(*os.getloadavg())
     except OSError:
-        load = ""
-    return f"cpu {cpu}, {os.cpu_count()} logical cores, torch threads {torch.get_num_threads()}; {load}"
+        return "load average n/a"
 
 
 def versions_line() -> str:
@@ -84,13 +118,30 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed(fn: Callable[[], object], device: torch.device) -> float:
-    """Wall seconds of ``fn()``, with the device synchronised before and after."""
+def timed(fn: Callable[[], T], device: torch.device) -> tuple[float, float, T]:
+    """Wall seconds, process-CPU seconds and result of ``fn()``, the device synchronised before and after.
+
+    CPU time is ``time.process_time`` of this process: it barely depends on other processes sharing
+    the cores (with more than one torch thread it also counts the threads' spin-waiting).
+    """
     sync(device)
-    t0 = time.perf_counter()
-    fn()
+    c0, t0 = time.process_time(), time.perf_counter()
+    out = fn()
     sync(device)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0, out
+
+
+def member_batches(dm, members: int, batch: int, count: int, device: torch.device,
+                   seed: int) -> list[tuple[torch.Tensor, torch.Tensor, int]]:
+    """``count`` training batches ``(x (M, b, D), y (M, b), rows)`` drawn with replacement from the
+    datamodule's visible data ``dm.x``/``dm.y``, already on ``device``; ``rows = b``, the global
+    batch size, as :class:`lightning_mbo.data.datamodule.MemberBatches` yields it."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(count):
+        idx = torch.randint(0, len(dm.y), (members, batch), generator=g)
+        out.append((dm.x[idx].to(device), dm.y[idx].to(device), batch))
+    return out
 
 
 def median(xs: Sequence[float]) -> float:

@@ -20,20 +20,20 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
+    add_device_args,
     device_line,
     median,
+    member_batches,
     quiet_lightning,
-    resolve_device,
-    resolve_hidden,
-    sync,
+    setup_device,
     table,
+    timed,
     versions_line,
 )
 
@@ -49,10 +49,8 @@ CPU_HIDDEN = (512, 512)
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if available, else cpu")
+    add_device_args(p, CPU_HIDDEN)
     p.add_argument("--epochs", type=int, default=None, help="default: 1 on cpu, 5 on cuda")
-    p.add_argument("--hidden", type=int, nargs="+", default=None,
-                   help=f"hidden widths; default 2048 2048 (published) on cuda, {CPU_HIDDEN[0]} {CPU_HIDDEN[1]} on cpu")
     p.add_argument("--members", type=int, default=5)
     p.add_argument("--repeats", type=int, default=3, help="timed repeats of (sequential, stacked)")
     p.add_argument("--batch-size", type=int, default=128)
@@ -62,9 +60,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--micro-steps", type=int, default=None,
                    help="steps per timed block of the pure-torch microbenchmark (default: 30 on cpu, 200 on cuda)")
     p.add_argument("--micro-blocks", type=int, default=5, help="timed blocks of the microbenchmark (median taken)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch intra-op threads; default 1 on cpu (several threads stall whenever another process "
-                        "shares the cores), torch's default on cuda")
     p.add_argument("--log-cost", action="store_true",
                    help="also fit both once more with Surrogate.log_dict made a no-op, to show what the per-step "
                         "logging costs")
@@ -95,14 +90,14 @@ def fit_once(dm: MBODataModule, members: int, hidden: tuple[int, ...], seed: int
              epochs: int, val: bool, **extra) -> tuple[float, float, int]:
     """Build one surrogate and its Trainer and fit it: wall seconds (synchronised), process CPU
     seconds and optimizer steps."""
-    sync(device)
-    c0, t0 = time.process_time(), time.perf_counter()
-    torch.manual_seed(seed)
-    model = Surrogate(dm.input_dim, members=members, hidden=hidden)
-    trainer = make_trainer(device, epochs, val, **extra)
-    trainer.fit(model, datamodule=dm)
-    sync(device)
-    return time.perf_counter() - t0, time.process_time() - c0, trainer.global_step
+    def run() -> int:
+        torch.manual_seed(seed)
+        model = Surrogate(dm.input_dim, members=members, hidden=hidden)
+        trainer = make_trainer(device, epochs, val, **extra)
+        trainer.fit(model, datamodule=dm)
+        return trainer.global_step
+
+    return timed(run, device)
 
 
 def run_sequential(dms: list[MBODataModule], hidden, seed, device, epochs, val, **extra):
@@ -118,20 +113,12 @@ def run_stacked(dm: MBODataModule, members, hidden, seed, device, epochs, val, *
 
 
 # --------------------------------------------------------------------------- pure torch
-def make_batches(dm: MBODataModule, members: int, batch: int, count: int, device: torch.device, seed: int):
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for _ in range(count):
-        idx = torch.randint(0, len(dm.y), (members, batch), generator=g)
-        out.append((dm.x[idx].to(device), dm.y[idx].to(device)))
-    return out
-
-
 def make_step(model: Surrogate):
-    """One training step as ``Surrogate.training_step`` does it without IGNITE, minus Lightning."""
+    """One training step as ``Surrogate.training_step`` does it without IGNITE, minus Lightning
+    (one process: the loss is the batch mean, so the batch's ``rows`` is not needed)."""
     opt = torch.optim.Adam(model.parameters(), lr=model.hparams.lr, weight_decay=model.hparams.weight_decay)
 
-    def step(x: torch.Tensor, y: torch.Tensor) -> None:
+    def step(x: torch.Tensor, y: torch.Tensor, rows: int) -> None:
         opt.zero_grad()
         mean, logstd = model(x)
         losses = model.member_losses(mean, logstd, y)
@@ -152,8 +139,8 @@ def micro(dm, members, hidden, batch, device, steps, blocks, seed) -> dict[str, 
     stacked_step = make_step(stacked)
     single_steps = [make_step(s) for s in singles]
     nb = 8
-    stacked_batches = make_batches(dm, members, batch, nb, device, seed)
-    single_batches = [make_batches(dm, 1, batch, nb, device, seed + 1 + m) for m in range(members)]
+    stacked_batches = member_batches(dm, members, batch, nb, device, seed)
+    single_batches = [member_batches(dm, 1, batch, nb, device, seed + 1 + m) for m in range(members)]
 
     def run_stacked_block(n: int) -> None:
         for i in range(n):
@@ -173,23 +160,16 @@ def micro(dm, members, hidden, batch, device, steps, blocks, seed) -> dict[str, 
         if b % 2:
             order.reverse()
         for name, fn in order:
-            sync(device)
-            c0, t0 = time.process_time(), time.perf_counter()
-            fn(steps)
-            sync(device)
-            times[name].append((time.perf_counter() - t0) / steps * 1e3)
-            times[name + "_cpu"].append((time.process_time() - c0) / steps * 1e3)
+            wall, cpu, _ = timed(lambda fn=fn: fn(steps), device)
+            times[name].append(wall / steps * 1e3)
+            times[name + "_cpu"].append(cpu / steps * 1e3)
     return {k: median(v) for k, v in times.items()}
 
 
 # --------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    device = resolve_device(args.device)
-    threads = args.threads or (1 if device.type == "cpu" else None)
-    if threads:
-        torch.set_num_threads(threads)
-    hidden, width_line = resolve_hidden(args.hidden, device, CPU_HIDDEN)
+    device, hidden, width_line = setup_device(args, CPU_HIDDEN)
     epochs = args.epochs or (5 if device.type == "cuda" else 1)
     micro_steps = args.micro_steps or (200 if device.type == "cuda" else 30)
     val = not args.no_val

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import resource
 import sys
 import time
@@ -39,13 +38,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
+    add_device_args,
     device_line,
+    load_line,
     median,
     quiet_lightning,
-    resolve_device,
-    resolve_hidden,
+    setup_device,
     sync,
     table,
+    timed,
     versions_line,
 )
 
@@ -63,10 +64,7 @@ FULL_CANDIDATES, FULL_STEPS = 128, 100  # the protocol's candidates and TFBind8'
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if available, else cpu")
-    p.add_argument("--hidden", type=int, nargs="+", default=None,
-                   help=f"proxy hidden widths; default 2048 2048 (published) on cuda, "
-                        f"{CPU_HIDDEN[0]} {CPU_HIDDEN[1]} on cpu")
+    add_device_args(p, CPU_HIDDEN, "proxy hidden widths")
     p.add_argument("--candidates", type=int, default=FULL_CANDIDATES,
                    help="candidates of the batched run (default 128, the protocol's)")
     p.add_argument("--steps", type=int, default=None,
@@ -79,14 +77,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="TriMentoring.data_chunk: training rows per chunk of the batched outer-MSE gradient; "
                         "default: per run, so that one (copies, rows, width) float32 activation stays under "
                         "24 MiB on cpu (larger ones go through mmap/munmap and page faults on every op) and "
-                        "4 GiB on cuda; 0: all rows at once (TriMentoring's default), which needs about "
-                        "5 x copies x N x width floats")
+                        "4 GiB on cuda; 0: TriMentoring's own default (data_chunk null: sized by the package to "
+                        "about 256 MiB on cpu, 4 GiB on cuda)")
     p.add_argument("--pretrain-epochs", type=int, default=3, help="proxy pre-training epochs to time (0: skip)")
     p.add_argument("--max-samples", type=int, default=None,
                    help="visible rows (default: all of the task's, 32,898 for TFBind8)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch intra-op threads; default 1 on cpu (several threads stall whenever another process "
-                        "shares the cores), torch's default on cuda")
     p.add_argument("--task", default="TFBind8-Exact-v0")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
@@ -102,13 +97,6 @@ def peak_memory(device: torch.device) -> str:
 def proxy_params(input_dim: int, hidden: tuple[int, ...]) -> int:
     sizes = [input_dim, *hidden, 1]
     return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
-
-
-def load_line() -> str:
-    try:
-        return "load average {:.1f} {:.1f} {:.1f}".format(*os.getloadavg())
-    except OSError:
-        return "load average n/a"
 
 
 class EpochTimer(pl.Callback):
@@ -148,12 +136,13 @@ def ascend(proxies: TriMentoring, backend: str, dm: MBODataModule, x0: torch.Ten
     model.load_state_dict(proxies.state_dict())
     model = model.to(device).eval()
     cfg = model.ascent_defaults(dm)
-    sync(device)
-    c0, t0 = time.process_time(), time.perf_counter()
-    objective, hook = model.ascent_objective(x0, dm, torch.arange(len(x0), device=device), len(x0))
-    result = gradient_ascent(x0, objective, steps, cfg["lr"], cfg["optimizer"], hook)
-    sync(device)
-    return time.perf_counter() - t0, time.process_time() - c0, result, dict(model.ascent_stats)
+
+    def run():
+        objective, hook = model.ascent_objective(x0, dm, torch.arange(len(x0), device=device), len(x0))
+        return gradient_ascent(x0, objective, steps, cfg["lr"], cfg["optimizer"], hook)
+
+    wall, cpu, result = timed(run, device)
+    return wall, cpu, result, dict(model.ascent_stats)
 
 
 def auto_chunk(requested: int | None, candidates: int, hidden: tuple[int, ...], n: int,
@@ -173,12 +162,8 @@ def fmt_s(s: float) -> str:
 # --------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    device = resolve_device(args.device)
+    device, hidden, width_line = setup_device(args, CPU_HIDDEN)
     cuda = device.type == "cuda"
-    threads = args.threads or (None if cuda else 1)
-    if threads:
-        torch.set_num_threads(threads)
-    hidden, width_line = resolve_hidden(args.hidden, device, CPU_HIDDEN)
     steps_b = args.steps or (FULL_STEPS if cuda else 3)
     cands_b = args.candidates
     cands_h = args.higher_candidates
@@ -197,7 +182,8 @@ def main(argv: list[str] | None = None) -> None:
     chunk_h = auto_chunk(args.data_chunk, cands_h, hidden, n, device)
     chunk_b = auto_chunk(args.data_chunk, cands_b, hidden, n, device)
     print(f"ascent:  Adam lr 0.1; K 10, delta 0.1, beta 1e-3, lambda_s 0.1 (released); batched data_chunk "
-          f"{chunk_h} rows with {cands_h} candidates, {chunk_b} with {cands_b}")
+          f"{chunk_h or 'null (package default)'} rows with {cands_h} candidates, "
+          f"{chunk_b or 'null (package default)'} with {cands_b}")
     print(f"cost:    outer MSE ~6 N P = {flop_per_copy_step:.2e} FLOPs per proxy copy per step; "
           f"{FULL_CANDIDATES} x 3 x {FULL_STEPS} = {FULL_CANDIDATES * 3 * FULL_STEPS * flop_per_copy_step:.1e} FLOPs "
           f"for the full ascent (if every copy is mentored every step)")

@@ -185,7 +185,7 @@ class Surrogate(pl.LightningModule):
             logs["train/grad_norm"] = norms.mean()
             logs["train/violation"] = violation.mean()
         opt.step()
-        self.log_dict(logs, prog_bar=True)
+        self.log_dict(logs, prog_bar=True, batch_size=y.shape[-1])
         # Per-member curves only when the logger writes (logging every step costs more than a small step).
         every = self._trainer.log_every_n_steps if self._trainer is not None else 1
         if self.num_members > 1 and (batch_idx + 1) % every == 0:
@@ -203,7 +203,8 @@ class Surrogate(pl.LightningModule):
         x, y, *rest = batch
         mean, logstd = self(x)
         rows = int(rest[0]) if rest else None
-        self.log("val/loss", self.member_losses(mean, logstd, y, rows).mean(), sync_dist=True)
+        self.log("val/loss", self.member_losses(mean, logstd, y, rows).mean(), sync_dist=True,
+                 batch_size=y.shape[-1])
         if self.num_members > 1:
             self.val_pearson.update(mean.T, y.T)
         else:
