@@ -46,6 +46,7 @@ class MBOTrainer(Trainer):
         callbacks = [c for c in self.callbacks if isinstance(c, DesignAscent)] or [DesignAscent()]
         model.trainer = self
         self.strategy.connect(model)
+        model.to(self.strategy.root_device)
         return callbacks[0].run(self, model, datamodule)
 
 

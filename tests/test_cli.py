@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from lightning_mbo.cli import DEFAULT_CONFIG, main
+from tests.conftest import distinct_designs, write_shards
 from lightning_mbo.data import MBODataModule
 from lightning_mbo.tasks import Task, UnknownTaskError
 
@@ -117,11 +118,17 @@ def test_benchmark_config_parses_and_its_runs_parse(path, capsys, tmp_path, monk
 
 @pytest.mark.parametrize("path", [*METHODS, DEFAULT_CONFIG], ids=[*_ids(METHODS), "default.yaml"])
 def test_config_instantiates_with_linked_input_dim(path, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    cli = main(["--config", str(path), "--trainer.logger.init_args.save_dir", str(tmp_path)], run=False)
-    assert isinstance(cli.datamodule, MBODataModule)
-    assert cli.model.hparams.input_dim == cli.datamodule.input_dim == 24
     cfg = _load(path)
+    extra, input_dim = [], 24
+    if cfg["data"]["task"] == "TFBind10-Exact-v0":
+        # TFBind10 is not shipped: synthetic shards in design-bench's layout stand in.
+        data = tmp_path.parent / f"{tmp_path.name}_data"
+        write_shards(data, [distinct_designs(20000, seed=1)], [np.linspace(-1, 1, 20000, dtype=np.float32)[:, None]])
+        extra, input_dim = ["--data.data_dir", str(data)], 30
+    monkeypatch.chdir(tmp_path)
+    cli = main(["--config", str(path), "--trainer.logger.init_args.save_dir", str(tmp_path), *extra], run=False)
+    assert isinstance(cli.datamodule, MBODataModule)
+    assert cli.model.hparams.input_dim == cli.datamodule.input_dim == input_dim
     assert type(cli.model).__name__ == cfg["model"]["class_path"].rsplit(".", 1)[1]
     for key, value in (cfg["model"].get("init_args") or {}).items():
         if not isinstance(value, dict):
