@@ -39,6 +39,7 @@ from torch import Tensor
 
 __all__ = [
     "constraint_violation",
+    "norm_penalty_term",
     "dual_update",
     "grad_h",
     "member_norms",
@@ -152,10 +153,7 @@ def norm_gradient_exact(
     params = list(params)
     grads = grad_h(h, params, create_graph=True)
     if reduce is not None:
-        g = reduce([x.detach() for x in grads])
-        norms = member_norms(g)
-        inv = torch.where(norms > 0, 1.0 / torch.where(norms > 0, norms, torch.ones_like(norms)), 0.0)
-        dot = sum((x * gg * _per_member(inv, gg)).sum() for x, gg in zip(grads, g, strict=True))
+        dot, norms = norm_penalty_term(grads, torch.ones(len(h), dtype=h.dtype, device=h.device), reduce)
         if not dot.requires_grad:
             return norms, [torch.zeros_like(p) for p in params]
         hvp = torch.autograd.grad(dot, params, allow_unused=True)
@@ -169,6 +167,31 @@ def norm_gradient_exact(
     return norms.detach(), [
         torch.zeros_like(p) if g is None else g.detach() for p, g in zip(params, out, strict=True)
     ]
+
+
+def norm_penalty_term(grads: Sequence[Tensor], scale: Tensor, reduce: Reduce | None = None) -> tuple[Tensor, Tensor]:
+    """A scalar whose gradient is ``Σ_m scale_m ∇_ω ||∇h_m||``, for ONE backward with the data loss.
+
+    With ``g`` the (reduced) gradient held fixed and ``u_m = g_m/||g_m||``, the term is
+    ``Σ_m scale_m <∇h_m(ω), u_m>``; its gradient is ``scale_m H_m u_m = scale_m ∇||∇h_m||``.
+    Under DDP each rank differentiates its own ``<∇h_local, u>`` and the gradient average across
+    ranks makes it the global ``H u``.
+
+    Args:
+        grads: ``∇h`` per parameter, built with ``create_graph=True`` (see :func:`grad_h`).
+        scale: ``(M,)`` weights, e.g. ``λ_m ρ``.
+        reduce: data-parallel average of the gradients (``None``: one process).
+
+    Returns:
+        ``(term, norms)``: the scalar and the ``(M,)`` norms ``||∇h_m||`` of the (global) gradient.
+    """
+    g = [t.detach() for t in grads]
+    if reduce is not None:
+        g = reduce(g)
+    norms = member_norms(g)
+    inv = torch.where(norms > 0, 1.0 / torch.where(norms > 0, norms, torch.ones_like(norms)), 0.0)
+    dots = sum((t * gi).reshape(len(norms), -1).sum(1) for t, gi in zip(grads, g, strict=True))
+    return (scale.to(norms) * inv * dots).sum(), norms
 
 
 def norm_gradient_finite_difference(

@@ -20,8 +20,8 @@ from lightning_mbo.functional.gradnorm import (
     constraint_violation,
     dual_update,
     grad_h,
-    member_norms,
     norm_gradient_finite_difference,
+    norm_penalty_term,
 )
 
 
@@ -101,13 +101,8 @@ class GradNormConstraint(nn.Module):
         params = list(params)
         scale = self.lmbda * s.rho
         if s.grad_mode == "exact":
-            grads = grad_h(h, params, create_graph=True)
-            g = reduce([t.detach() for t in grads]) if reduce is not None else [t.detach() for t in grads]
-            norms = member_norms(g)
-            inv = torch.where(norms > 0, 1.0 / norms.clamp_min(torch.finfo(norms.dtype).tiny), 0.0)
-            # Under DDP each rank differentiates its own <∇h_local, u>; DDP's gradient average makes it H u.
-            dots = sum((t * gi).reshape(len(norms), -1).sum(1) for t, gi in zip(grads, g, strict=True))
-            backward(loss + (scale * inv * dots).sum())
+            term, norms = norm_penalty_term(grad_h(h, params, create_graph=True), scale, reduce)
+            backward(loss + term)
             return norms
         if s.grad_mode != "finite_difference":
             raise ValueError(f"unknown grad_mode {s.grad_mode!r}; choose 'finite_difference' or 'exact'")

@@ -16,6 +16,7 @@ from lightning_mbo.functional.gradnorm import (
     member_norms,
     norm_gradient_exact,
     norm_gradient_finite_difference,
+    norm_penalty_term,
     penalty_gradients,
 )
 from lightning_mbo.nn import StackedMLP
@@ -368,3 +369,24 @@ def test_descending_the_penalty_reduces_the_gradient_norm():
         opt.step()
     end = member_norms(grad_h(h_fn(), params))
     assert (end < 0.9 * start).all(), (start, end)
+
+
+def test_one_backward_penalty_term_equals_double_backward():
+    """The fused term used by training (one backward with the data loss) and the DDP Hessian-vector
+    path both give exactly the double-backward gradient of Σ_m scale_m ||∇h_m||."""
+    model = _model(3)
+    x = _batch()
+    params = list(model.parameters())
+    scale = torch.tensor([0.5, -2.0, 3.0], dtype=torch.float64)
+    norms_ref, grads_ref = norm_gradient_exact(_h_fn(model, x)(), params)
+    term, norms = norm_penalty_term(grad_h(_h_fn(model, x)(), params, create_graph=True), scale)
+    fused = [torch.zeros_like(p) if f is None else f for p, f in
+             zip(params, torch.autograd.grad(term, params, allow_unused=True), strict=True)]
+    torch.testing.assert_close(norms, norms_ref)
+    for f, g in zip(fused, grads_ref, strict=True):
+        torch.testing.assert_close(f, g * scale.view(-1, *([1] * (g.dim() - 1))), rtol=1e-10, atol=1e-12)
+    # The data-parallel path with a one-process "reduce" is the same Hessian-vector product.
+    norms_r, grads_r = norm_gradient_exact(_h_fn(model, x)(), params, reduce=lambda ts: [t.clone() for t in ts])
+    torch.testing.assert_close(norms_r, norms_ref)
+    for a, b in zip(grads_r, grads_ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
