@@ -526,3 +526,24 @@ def test_ascend_on_checkpoint_reproduces_fit(tmp_path: Path) -> None:
     (ascend_dir,) = [p.parent for p in tmp_path.rglob("results.json") if p.parent != fit_dir]
     fit, again = (json.loads((d / "results.json").read_text()) for d in (fit_dir, ascend_dir))
     assert again["mean_predicted_final"] == pytest.approx(fit["mean_predicted_final"], rel=1e-6)
+
+
+def test_shared_proxies_mode(dm64: MBODataModule, x0: Tensor) -> None:
+    """Shared mode (not the released behaviour): with one candidate it IS per-candidate mentoring
+    (the pooled pairs are that candidate's pairs); with several, one set of proxies moves for all."""
+    per_candidate = run_ascent(make_model(dm64, **LOUD), dm64, x0[:1])
+    shared_model = make_model(dm64, shared_proxies=True, **LOUD)
+    assert shared_model.method_name() == "tri_mentoring_shared"
+    shared = run_ascent(shared_model, dm64, x0[:1])
+    torch.testing.assert_close(shared.x, per_candidate.x, **TOL)
+    for key, values in per_candidate.stats.items():
+        assert shared.stats[key] == pytest.approx(values, rel=1e-9), key
+    for a, b in zip(shared.copies, per_candidate.copies, strict=True):
+        assert_copies_close(a, b, **TOL)
+    # Several candidates: one (1, P, ...) set, mentored on the pooled within-candidate pairs, which
+    # differs from every candidate mentoring its own copies; the trained proxies stay untouched.
+    before = {k: v.clone() for k, v in shared_model.state_dict().items()}
+    many = run_ascent(shared_model, dm64, x0)
+    assert next(iter(many.copies[-1].values())).shape[0] == 1
+    assert not torch.allclose(many.x, run_ascent(make_model(dm64, **LOUD), dm64, x0).x)
+    assert all(torch.equal(v, shared_model.state_dict()[k]) for k, v in before.items())
