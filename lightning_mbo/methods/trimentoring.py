@@ -258,7 +258,9 @@ class TriMentoring(Surrogate):
                                         lambda_s=self.hparams.lambda_s, soft_labels=self.hparams.soft_labels)
                     for p, m in enumerate(proxies[i])
                 ])
-                masks.append(mask), consensuses.append(consensus), softs.append(soft)
+                masks.append(mask)
+                consensuses.append(consensus)
+                softs.append(soft)
             self._record(torch.stack(masks), torch.stack(consensuses), torch.stack(softs))
 
         def objective(x: Tensor) -> Tensor:
