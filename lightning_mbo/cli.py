@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,12 @@ class MBOCLI(LightningCLI):
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
         return {**LightningCLI.subcommands(), "ascend": {"model", "datamodule"}}
+
+
+# Known-harmless warnings: the training batches are an IterableDataset with a length (for the
+# progress bar) read in the main process, and Lightning's own use of a deprecated torch name.
+warnings.filterwarnings("ignore", message=r".*`IterableDataset` has `__len__` defined.*")
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
 
 
 def with_default_config(args: list[str]) -> list[str]:

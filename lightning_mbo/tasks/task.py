@@ -33,8 +33,9 @@ def subsample_indices(idx: np.ndarray, y: np.ndarray, n: int, how: Subsample, se
     """Keep ``n`` of the rows ``idx``.
 
     ``"random"``: uniformly without replacement with a seeded generator (design-bench's
-    ``max_samples``). ``"stride"``: every ``len/n``-th row of the y-sorted rows (the released
-    Tri-mentoring code's TFBind10 subsample).
+    ``max_samples``). ``"stride"``: ``n`` rows evenly spread over the y-sorted rows, at positions
+    ``round(linspace(0, len - 1, n))`` (lowest and highest included; the released Tri-mentoring
+    code's TFBind10 subsample takes rows at a fixed stride of the y-sorted set).
     """
     if n >= len(idx):
         return idx
