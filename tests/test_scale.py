@@ -152,3 +152,22 @@ def test_benchmark_runner_writes_table_and_skips_finished_runs(tmp_path):
     stamp = (grid / "ga" / "seed_0" / "results.json").stat().st_mtime_ns
     main(["benchmark", "--config", str(cfg)])  # everything finished: nothing re-runs
     assert (grid / "ga" / "seed_0" / "results.json").stat().st_mtime_ns == stamp
+
+
+def test_replicates_are_independent_runs_with_their_own_rows(tmp_path):
+    """Seeds as a batch dimension: R stacked runs, each its own init, ascent and results row."""
+    main(["fit", *SMALL, "--trainer.max_epochs=2", "--model.init_args.ascent_steps=200",
+          "--model.init_args.replicates=2", "--model.init_args.members=2",
+          f"--trainer.logger.init_args.save_dir={tmp_path}", "--trainer.logger.init_args.name=rep",
+          "--trainer.logger.init_args.version=v"])
+    run = tmp_path / "rep" / "v"
+    results = json.loads((run / "results.json").read_text())
+    rows = results["runs"]
+    assert [r["replicate"] for r in rows] == [0, 1]
+    assert all(len(r["ignite"]["lambda"]) == 2 for r in rows)  # each replicate reports its own members
+    designs, scores = np.load(run / "designs.npy"), np.load(run / "scores.npy")
+    assert designs.shape == (2, 128, 8) and scores.shape == (2, 128)
+    assert not np.array_equal(designs[0], designs[1])  # different networks ascend differently
+    for r, row in enumerate(rows):
+        normalized = scores[r]  # TFBind8's range is [0, 1]: raw scores are the normalised ones
+        assert row["score_100th"] == pytest.approx(float(normalized.max()))
