@@ -24,7 +24,7 @@ import torch
 from jsonargparse import CLI
 from tqdm.auto import tqdm
 
-from lightning_mbo.callbacks.design_ascent import _atomic_write
+from lightning_mbo.callbacks.design_ascent import atomic_write
 
 #: Published 100th-percentile numbers (METHODS.md 5 and 3), by (task, method).
 PUBLISHED: dict[tuple[str, str], str] = {
@@ -32,7 +32,6 @@ PUBLISHED: dict[tuple[str, str], str] = {
     ("TFBind8-Exact-v0", "ens_mean"): "0.985 ± 0.008 (re-run, 8 seeds)",
     ("TFBind8-Exact-v0", "ens_mean+ignite"): "0.987 (IGNITE paper)",
     ("TFBind8-Exact-v0", "tri_mentoring"): "0.970 ± 0.001 (paper) / 0.956 ± 0.000 (re-run)",
-    ("TFBind8-Exact-v0", "mean_of_3_proxies"): "0.985 ± 0.008 (mean ensemble, re-run)",
     ("TFBind10-Exact-v0", "ens_min"): "0.681 (IGNITE paper)",
     ("TFBind10-Exact-v0", "ens_min+ignite"): "0.705 (IGNITE paper)",
     ("TFBind10-Exact-v0", "tri_mentoring"): "0.722 ± 0.017 (paper) / 0.662 ± 0.012 (re-run)",
@@ -159,13 +158,13 @@ def write_table(rows: list[dict[str, Any]], out: Path, label: str = "") -> None:
             f"| {e['score_50th_mean']:.3f} ± {e['score_50th_std']:.3f} "
             f"| {e['published_100th'] or '-'} | {e['best_visible']:.3f} | {e['wall_seconds_mean']:.1f} |"
         )
-    _atomic_write(out / "table.md", lambda f: f.write(("\n".join(md) + "\n").encode()))
+    atomic_write(out / "table.md", lambda f: f.write(("\n".join(md) + "\n").encode()))
     buf = io.StringIO()
     if table:
         writer = csv.DictWriter(buf, fieldnames=list(table[0]))
         writer.writeheader()
         writer.writerows(table)
-    _atomic_write(out / "table.csv", lambda f: f.write(buf.getvalue().encode()))
+    atomic_write(out / "table.csv", lambda f: f.write(buf.getvalue().encode()))
     _plot(table, out / "table.png")
 
 
@@ -185,7 +184,7 @@ def _plot(table: list[dict[str, Any]], path: Path) -> None:
     ax.set_ylabel("normalised 100th percentile")
     ax.set_title("mean ± std over seeds (dotted: D(best))", fontsize=9)
     fig.tight_layout()
-    _atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
     plt.close(fig)
 
 

@@ -20,7 +20,7 @@ from lightning_mbo.functional.ascent import AscentOptimizer, gradient_ascent
 from lightning_mbo.functional.metrics import score_percentiles
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
     """Write through a temporary file in the same folder, then rename over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -34,11 +34,11 @@ def _atomic_write(path: Path, write) -> None:
 
 
 def save_npy(path: Path, array: np.ndarray) -> None:
-    _atomic_write(path, lambda f: np.save(f, array))
+    atomic_write(path, lambda f: np.save(f, array))
 
 
 def save_json(path: Path, obj: dict[str, Any]) -> None:
-    _atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
+    atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
 
 
 class DesignAscent(Callback):

@@ -77,6 +77,12 @@ def _check_h(h: Tensor, params: Sequence[Tensor]) -> None:
         )
 
 
+def _inverse_norms(norms: Tensor) -> Tensor:
+    """``1/||∇h_m||`` per member, 0 where the norm is 0 (no NaN, nothing to normalise)."""
+    positive = norms > 0
+    return torch.where(positive, 1.0 / torch.where(positive, norms, torch.ones_like(norms)), 0.0)
+
+
 def member_norms(grads: Sequence[Tensor]) -> Tensor:
     """Per-member L2 norm over all parameter slices together.
 
@@ -189,7 +195,7 @@ def norm_penalty_term(grads: Sequence[Tensor], scale: Tensor, reduce: Reduce | N
     if reduce is not None:
         g = reduce(g)
     norms = member_norms(g)
-    inv = torch.where(norms > 0, 1.0 / torch.where(norms > 0, norms, torch.ones_like(norms)), 0.0)
+    inv = _inverse_norms(norms)
     dots = sum((t * gi).reshape(len(norms), -1).sum(1) for t, gi in zip(grads, g, strict=True))
     return (scale.to(norms) * inv * dots).sum(), norms
 
@@ -240,7 +246,7 @@ def norm_gradient_finite_difference(
     grads = [g.detach() for g in grads]
     norms = member_norms(grads)
     active = norms > 0
-    inv_norm = torch.where(active, 1.0 / torch.where(active, norms, torch.ones_like(norms)), 0.0)
+    inv_norm = _inverse_norms(norms)
 
     saved = [p.detach().clone() for p in params]
     try:

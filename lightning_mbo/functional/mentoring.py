@@ -405,7 +405,7 @@ def _label_grad_from_g(
     """
     i, j = pair_indices(x_nb.shape[-2], x_nb.device)
     # One forward-mode pass: pred_a = f(x_a; θ), u_a = <∇_θ f(x_a; θ), g> for all K points.
-    pred, u = jvp(lambda theta: _pred(theta, x_nb, activation), (params,), (g,))[:2]
+    pred, u = jvp(lambda theta: _pred(theta, x_nb, activation), (params,), (g,))
     p = torch.sigmoid(pred[i] - pred[j])
     # c_k = -∂²BCE/∂d∂s = p(1-p)(1/(p+ε) + 1/(1-p+ε)); exactly 1 for ε = 0.
     c = p * (1 - p) * (1 / (p + EPS) + 1 / (1 - p + EPS))

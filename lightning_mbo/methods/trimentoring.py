@@ -22,6 +22,7 @@ from lightning_mbo.functional.mentoring import (
     majority_vote,
     mentor_batched,
     mentor_proxy_higher,
+    pair_indices,
     pairwise_labels,
     predict_stacked,
     summed_rank_labels,
@@ -124,10 +125,7 @@ class TriMentoring(Surrogate):
             ignite=ignite,
             select_best=select_best,
             replicates=replicates,
-            ascent_steps=ascent_steps or 0,
-            ascent_lr=ascent_lr,
-            ascent_optimizer=ascent_optimizer,
-        )
+        )  # the ascent settings are this class's own (see ascent_defaults)
         self.save_hyperparameters()
         if neighbours < 2:
             raise ValueError(f"neighbours (K) must be >= 2 to form pairs, got {neighbours}")
@@ -166,17 +164,21 @@ class TriMentoring(Surrogate):
             noise = torch.randn((num_total, k, d), generator=gen)[ids].to(x)
             return x.unsqueeze(1) + self.hparams.delta * noise
 
-        p = self.hparams.members
         if self.hparams.shared_proxies:
             return self._shared_ascent(replicate, x_data, y_data, neighbourhoods)
         # Each candidate's own copy of its replicate's P proxies: (C, P, ...).
-        proxies = {
-            n: v.detach().view(self.replicates, p, *v.shape[1:])[replicate.to(v.device)].clone()
-            for n, v in self.net.named_parameters()
-        }
+        proxies = self._proxy_copies(replicate)
         if self.hparams.backend == "batched":
             return self._batched_ascent(proxies, x_data, y_data, neighbourhoods)
         return self._higher_ascent(proxies, x_data, y_data, neighbourhoods)
+
+    def _proxy_copies(self, replicate: Tensor) -> dict[str, Tensor]:
+        """Copies of the trained proxies of the given replicates: ``(len(replicate), P, ...)`` each."""
+        p = self.hparams.members
+        return {
+            n: v.detach().view(self.replicates, p, *v.shape[1:])[replicate.to(v.device)].clone()
+            for n, v in self.net.named_parameters()
+        }
 
     def _consensus(self, pred: Tensor) -> tuple[Tensor, Tensor]:
         """Consensus labels ``(..., n_pairs)`` and disagreement masks ``(..., P, n_pairs)`` of
@@ -217,17 +219,14 @@ class TriMentoring(Surrogate):
 
     def _shared_ascent(self, replicate: Tensor, x_data: Tensor, y_data: Tensor, neighbourhoods):
         """One proxy set per replicate, mentored on the pairs of all its candidates at once."""
-        act, k, p = self.hparams.activation, self.hparams.neighbours, self.hparams.members
+        act, k = self.hparams.activation, self.hparams.neighbours
         groups, counts = replicate.unique_consecutive(return_counts=True)
         if (counts != counts[0]).any():
             raise ValueError("shared_proxies needs the same number of candidates of every replicate in a process")
         g, n = len(groups), int(counts[0])
-        state = {
-            name: v.detach().view(self.replicates, p, *v.shape[1:])[groups.to(v.device)].clone()
-            for name, v in self.net.named_parameters()
-        }
+        state = self._proxy_copies(groups)
         # Pairs of the pooled neighbourhood (n candidates x K points) that lie within one candidate.
-        i, j = torch.triu_indices(n * k, n * k, offset=1, device=self.device)
+        i, j = pair_indices(n * k, self.device)
         within = (i // k) == (j // k)
 
         def before_step(x: Tensor, t: int) -> None:
