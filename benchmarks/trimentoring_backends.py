@@ -17,9 +17,12 @@ batched backend is timed on the same few (equal work) and, separately, on ``--ca
 steps (and in the candidates, if fewer than 128). What is measured and what is extrapolated
 is printed. On CPU the width is reduced (``--hidden``; published 2x2048).
 
-Cost model: every mentored copy evaluates the outer MSE and its gradient over all N rows every
-step, about 6 N P FLOPs (P = parameters of one proxy): 128 x 3 x 100 copies-steps make
-~3e16 FLOPs at 2x2048. Batching removes the per-candidate loop, not these FLOPs.
+Cost model: every mentored copy evaluates the outer MSE over all N rows every step. The
+released code forms its full gradient, about 6 N P FLOPs (P = parameters of one proxy):
+128 x 3 x 100 copy-steps make ~3e16 FLOPs at 2x2048. The batched backend needs only the
+gradient's inner products with the K points' parameter gradients (``outer_dot``): a forward
+and a backward signal pass, about 4 N P FLOPs. ``--precisions`` times it with the large
+products in float32 (the released arithmetic), TF32 and bfloat16, side by side.
 
     python benchmarks/trimentoring_backends.py                   # CPU: 2x64, extrapolated
     python benchmarks/trimentoring_backends.py --device cuda     # GPU: 2x2048
@@ -79,6 +82,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "24 MiB on cpu (larger ones go through mmap/munmap and page faults on every op) and "
                         "4 GiB on cuda; 0: TriMentoring's own default (data_chunk null: sized by the package to "
                         "about 256 MiB on cpu, 4 GiB on cuda)")
+    p.add_argument("--precisions", nargs="+", default=None, choices=["float32", "tf32", "bfloat16"],
+                   help="TriMentoring.outer_precision values for the batched run at --candidates x --steps, "
+                        "side by side (default: float32 tf32 bfloat16 on cuda, float32 on cpu, where tf32 "
+                        "does nothing)")
     p.add_argument("--pretrain-epochs", type=int, default=3, help="proxy pre-training epochs to time (0: skip)")
     p.add_argument("--max-samples", type=int, default=None,
                    help="visible rows (default: all of the task's, 32,898 for TFBind8)")
@@ -130,9 +137,10 @@ def pretrain(dm: MBODataModule, hidden: tuple[int, ...], epochs: int, device: to
 
 
 def ascend(proxies: TriMentoring, backend: str, dm: MBODataModule, x0: torch.Tensor, steps: int,
-           data_chunk: int | None, device: torch.device):
+           data_chunk: int | None, device: torch.device, precision: str = "float32"):
     """One design ascent exactly as DesignAscent runs it, with this backend, timed (wall and process CPU)."""
-    model = TriMentoring(dm.input_dim, hidden=proxies.hparams.hidden, backend=backend, data_chunk=data_chunk)
+    model = TriMentoring(dm.input_dim, hidden=proxies.hparams.hidden, backend=backend, data_chunk=data_chunk,
+                         outer_precision=precision)
     model.load_state_dict(proxies.state_dict())
     model = model.to(device).eval()
     cfg = model.ascent_defaults(dm)
@@ -172,7 +180,8 @@ def main(argv: list[str] | None = None) -> None:
     dm = MBODataModule(args.task, max_samples=args.max_samples, val_size=0.1, batch_size=128, seed=args.seed)
     n, d = dm.x.shape
     p_count = proxy_params(d, hidden)
-    flop_per_copy_step = 6 * n * p_count
+    flop_per_copy_step = 6 * n * p_count  # the released code's outer gradient
+    flop_batched = 4 * n * p_count  # outer_dot: forward + backward signal, no weight-gradient product
 
     print("== Tri-mentoring ascent: higher (per candidate) vs. batched (torch.func) backend ==")
     print(f"device:  {device_line(device)}")
@@ -224,14 +233,24 @@ def main(argv: list[str] | None = None) -> None:
         print("  WARNING: the backends disagree beyond float32 rounding")
     print()
 
-    # ---- the batched backend at (up to) the full candidate count
-    if (cands_b, steps_b) == (cands_h, steps_h):
-        full_b = (wb, cb)
-    else:
-        w, c, _, _ = ascend(proxies, "batched", dm, x0_all[:cands_b], steps_b, chunk_b, device)
-        full_b = (w, c)
-        print(f"  batched {cands_b} candidates x {steps_b} steps: {w:.2f} s wall, {c:.2f} s process CPU; "
-              f"{load_line()}", flush=True)
+    # ---- the batched backend at (up to) the full candidate count, each outer precision
+    precisions = args.precisions or (["float32", "tf32", "bfloat16"] if cuda else ["float32"])
+    if "float32" not in precisions:
+        precisions = ["float32", *precisions]
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+    full_runs = {}
+    for precision in precisions:
+        if (cands_b, steps_b, precision) == (cands_h, steps_h, "float32"):
+            full_runs[precision] = (wb, cb, rb.x)
+            continue
+        if precision != "float32":  # first-call costs of the new arithmetic (cuBLAS handles, kernels)
+            ascend(proxies, "batched", dm, x0_all[:1], 1, chunk_b, device, precision)
+        w, c, res, _ = ascend(proxies, "batched", dm, x0_all[:cands_b], steps_b, chunk_b, device, precision)
+        full_runs[precision] = (w, c, res.x)
+        print(f"  batched {cands_b} candidates x {steps_b} steps, outer {precision}: {w:.2f} s wall, "
+              f"{c:.2f} s process CPU; {load_line()}", flush=True)
+    full_b = full_runs["float32"][:2]
     print(f"  memory: {peak_memory(device)}")
     print()
 
@@ -246,9 +265,12 @@ def main(argv: list[str] | None = None) -> None:
         ["batched", str(cands_h), str(steps_h), f"{wb:.2f}", f"{cb:.2f}", f"{1e3 * per_b_eq:.1f}",
          fmt_s(per_b_eq * full), "extrapolated" if cands_h * steps_h < full else "measured"],
     ]
-    if (cands_b, steps_b) != (cands_h, steps_h):
-        rows.append(["batched", str(cands_b), str(steps_b), f"{full_b[0]:.2f}", f"{full_b[1]:.2f}",
-                     f"{1e3 * per_b:.1f}", fmt_s(per_b * full),
+    for precision, (w, c, _) in full_runs.items():
+        if (cands_b, steps_b, precision) == (cands_h, steps_h, "float32"):
+            continue
+        per = w / (cands_b * steps_b)
+        rows.append([f"batched {precision}", str(cands_b), str(steps_b), f"{w:.2f}", f"{c:.2f}",
+                     f"{1e3 * per:.1f}", fmt_s(per * full),
                      "measured" if (cands_b, steps_b) == (FULL_CANDIDATES, FULL_STEPS) else "extrapolated"])
     print(f"ascent, width {'x'.join(map(str, hidden))}, N = {n} rows:")
     print(table(rows, ["backend", "candidates", "steps", "wall s", "CPU s", "ms / candidate-step",
@@ -261,8 +283,17 @@ def main(argv: list[str] | None = None) -> None:
           f"{cpu_ratio:.2f}x process CPU (higher extrapolated from {cands_h * steps_h} candidate-steps, batched "
           f"{'measured' if (cands_b, steps_b) == (FULL_CANDIDATES, FULL_STEPS) else 'extrapolated'} from "
           f"{cands_b} candidates x {steps_b} steps)")
-    achieved = flop_per_copy_step * 3 / per_b
-    print(f"batched throughput: {achieved / 1e9:.1f} GFLOP/s of outer-MSE work, counting every copy as mentored")
+    if len(full_runs) > 1:
+        x32 = full_runs["float32"][2]
+        print(f"outer precision, batched {cands_b} candidates x {steps_b} steps (same proxies, designs, noise):")
+        for precision, (w, _, x) in full_runs.items():
+            if precision != "float32":
+                print(f"  {precision:8s}: {full_runs['float32'][0] / w:.2f}x faster than float32; "
+                      f"max |x - x_float32| = {float((x - x32).abs().max()):.1e}")
+    for precision, (w, _, _) in full_runs.items():
+        achieved = flop_batched * 3 * cands_b * steps_b / w
+        print(f"batched throughput, outer {precision}: {achieved / 1e12:.2f} TFLOP/s of outer-MSE work "
+              f"(4 N P per copy-step, counting every copy as mentored)")
     if cuda and hidden == (2048, 2048):
         print("reference (METHODS.md 4): the released code, one H100, 76 ms per candidate-step, "
               "7.6 s per candidate, ~16 min for 128 candidates")

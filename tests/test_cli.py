@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from lightning_mbo.cli import DEFAULT_CONFIG, main
-from tests.conftest import distinct_designs, write_shards
 from lightning_mbo.data import MBODataModule
 from lightning_mbo.tasks import Task, UnknownTaskError
+from tests.conftest import distinct_designs, write_shards
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO_ROOT / "configs").rglob("*.yaml"))

@@ -33,12 +33,16 @@ This module imports no Lightning.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Literal
+
 import higher
 import torch
 from torch import Tensor, nn
-from torch.func import grad, jvp, vmap
+from torch.func import grad, vmap
 
-from lightning_mbo.nn import member_forward
+from lightning_mbo.nn import activation_fn, member_forward
 
 __all__ = [
     "EPS",
@@ -47,6 +51,7 @@ __all__ = [
     "mentor_batched",
     "mentor_proxy_higher",
     "neighbourhood",
+    "outer_dot",
     "pair_indices",
     "pair_loss",
     "pairwise_labels",
@@ -343,75 +348,198 @@ def _pair_objective(
 _pair_grad = vmap(grad(_pair_objective), in_dims=(0, 0, 0, 0, None))
 
 
+OuterPrecision = Literal["float32", "tf32", "bfloat16"]
+"""Arithmetic of the outer MSE's large matrix products (see :func:`outer_dot`)."""
+
+_ACT_GRADS = {
+    "relu": lambda z: (z > 0).to(z.dtype),
+    "leaky_relu": lambda z: 0.3 + 0.7 * (z > 0).to(z.dtype),
+    "tanh": lambda z: 1 - torch.tanh(z) ** 2,
+    "swish": lambda z: torch.sigmoid(z) * (1 + z * (1 - torch.sigmoid(z))),
+}
+
+
+@contextmanager
+def _tf32_matmul(enabled: bool) -> Iterator[None]:
+    """Let float32 CUDA matrix products use TensorFloat-32 inside the block (restored after)."""
+    if not enabled:
+        yield
+        return
+    matmul = torch.backends.cuda.matmul
+    if hasattr(matmul, "fp32_precision"):  # torch >= 2.9
+        previous = matmul.fp32_precision
+        matmul.fp32_precision = "tf32"
+        try:
+            yield
+        finally:
+            matmul.fp32_precision = previous
+    else:
+        previous = matmul.allow_tf32
+        matmul.allow_tf32 = True
+        try:
+            yield
+        finally:
+            matmul.allow_tf32 = previous
+
+
+def _layers(params: dict[str, Tensor]) -> list[tuple[Tensor, Tensor]]:
+    """``[(W_l (M, in, out), b_l (M, 1, out))]`` of stacked StackedMLP tensors."""
+    return [(params[f"layers.{i}.weight"], params[f"layers.{i}.bias"]) for i in range(len(params) // 2)]
+
+
 def auto_chunk(params: dict[str, Tensor], x_data: Tensor) -> int:
-    """Rows per chunk of the outer MSE so that ``M`` members' activations fit a memory budget."""
+    """Rows per chunk of the outer MSE so that ``M`` members' activations fit a memory budget.
+
+    The budget is 256 MiB on CPU and, on a GPU, a quarter of the memory free at the call
+    (at least 1 GiB, at most 16 GiB).
+    """
     members = next(iter(params.values())).shape[0]
-    widths = sum(t.shape[-1] for name, t in params.items() if name.endswith("weight"))
-    budget = 2**32 if x_data.is_cuda else 2**28
-    # Activations and their gradients, about three tensors of each hidden width per row.
-    per_row = 3 * members * widths * x_data.element_size()
+    widths = sum(w.shape[-1] for w, _ in _layers(params)[:-1])
+    if x_data.is_cuda:
+        free, _ = torch.cuda.mem_get_info(x_data.device)
+        budget = min(max(free // 4, 2**30), 2**34)
+    else:
+        budget = 2**28
+    # Per hidden layer and row: pre-activation, activation, backprop signal, activation
+    # derivative and the precision copies, about six tensors of its width.
+    per_row = 6 * members * max(widths, 1) * x_data.element_size()
     return max(64, budget // max(per_row, 1))
 
 
-def _data_grad(
-    params: dict[str, Tensor], x_data: Tensor, y_data: Tensor, activation: str, data_chunk: int | None
-) -> dict[str, Tensor]:
-    """``∇_θ L_data(θ)`` for ``M`` stacked members, accumulated over row chunks.
+def _point_signals(
+    params: dict[str, Tensor], x_nb: Tensor, activation: str
+) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+    """Predictions and per-layer factors of ``∇_θ f(x_a; θ)`` at the ``K`` points of every member.
+
+    For layer ``l`` (input activation ``ā_{l-1}``, backprop signal ``δ̄_l = ∂f/∂z_l``),
+    ``∇_{W_l} f(x_a) = ā_{l-1}[a]ᵀ δ̄_l[a]`` and ``∇_{b_l} f(x_a) = δ̄_l[a]``.
 
     Args:
-        params: ``(M, ...)`` member tensors.
+        params: ``(M, ...)`` member tensors ``θ``.
+        x_nb: ``(M, K, D)``.
+        activation: hidden activation.
+
+    Returns:
+        ``(pred (M, K), [ā_0 .. ā_{L-1}] each (M, K, in_l), [δ̄_1 .. δ̄_L] each (M, K, out_l))``.
+    """
+    act, act_grad = activation_fn(activation), _ACT_GRADS[activation]
+    layers = _layers(params)
+    acts, derivs = [x_nb], []
+    a = x_nb
+    for i, (w, b) in enumerate(layers):
+        z = torch.baddbmm(b, a, w)
+        if i < len(layers) - 1:
+            derivs.append(act_grad(z))
+            a = act(z)
+            acts.append(a)
+        else:
+            a = z
+    pred = a[..., 0]
+    delta = torch.ones_like(a)
+    deltas = [delta]
+    for i in range(len(layers) - 1, 0, -1):
+        delta = torch.bmm(delta, layers[i][0].transpose(1, 2)) * derivs[i - 1]
+        deltas.append(delta)
+    return pred, acts, deltas[::-1]
+
+
+def outer_dot(
+    inner: dict[str, Tensor],
+    params: dict[str, Tensor],
+    x_nb: Tensor,
+    x_data: Tensor,
+    y_data: Tensor,
+    activation: str = "relu",
+    data_chunk: int | None = None,
+    precision: OuterPrecision = "float32",
+) -> tuple[Tensor, Tensor]:
+    """``u_a = <∇_θ' L_data(θ'), ∇_θ f(x_a; θ)>`` for the ``K`` points of ``M`` stacked members.
+
+    The outer gradient ``g = ∇_θ' L_data(θ')`` is never formed. For an MLP, ``g``'s block of
+    layer ``l`` is ``a_{l-1}ᵀ Δ_l`` (input activations and backprop signals over the ``N`` rows
+    at ``θ'``) and ``∇_{W_l} f(x_a; θ)`` is the rank-one ``ā_{l-1}[a]ᵀ δ̄_l[a]``, so
+
+    ``<g_{W_l}, ∇_{W_l} f(x_a)> = Σ_n (a_{l-1}[n]·ā_{l-1}[a]) (Δ_l[n]·δ̄_l[a])``
+
+    and the bias block gives ``Σ_n Δ_l[n]·δ̄_l[a]``: ``O(N K width)`` each, instead of the
+    ``O(N width²)`` product that forms ``g_{W_l}``. Backpropagation is linear in the output
+    gradient, so ``Δ_l[n] = e_n J_l[n]`` with ``e_n = 2 (f(x_n; θ') - y_n) / N`` and ``J_l`` the
+    backpropagation of ``f`` itself; the per-row factor ``e_n`` is applied to the small
+    ``(N, K)`` results, never to a ``(N, width)`` tensor. With ReLU the activations are
+    overwritten in place by their derivative masks, and the last layer's weights are folded into
+    the product that carries ``J`` backwards. What remains per hidden-to-hidden layer are two
+    large products (forward and backward) where autograd's full gradient needs three.
+
+    Args:
+        inner: ``(M, ...)`` member tensors ``θ'`` at which the data loss is differentiated.
+        params: ``(M, ...)`` member tensors ``θ`` at which ``f``'s gradients are taken.
+        x_nb: ``(M, K, D)`` points.
         x_data: ``(N, D)`` static training inputs.
         y_data: ``(N,)`` static training scores.
         activation: hidden activation.
-        data_chunk: rows per chunk (None: chosen so that the activations of all ``M`` members
-            stay within about 256 MiB on CPU, 4 GiB on a GPU). Memory is ``O(M * chunk * width)``.
+        data_chunk: rows per chunk (``None``: :func:`auto_chunk`).
+        precision: ``float32`` (default, what the released code runs), ``tf32`` (float32
+            tensors, products on a GPU's TensorFloat-32 matrix units; no effect on CPU) or
+            ``bfloat16`` (the pass over the ``N`` rows in bfloat16: weights, inputs and
+            activations rounded, products accumulated in float32; the sums over rows and
+            everything at the ``K`` points stay in the parameters' dtype).
 
     Returns:
-        ``(M, ...)`` gradients of ``1/N Σ_n (f(x_n; θ) - y_n)²``.
+        ``(u (M, K), pred (M, K))`` with ``pred`` the members' predictions at the points at ``θ``.
     """
+    if precision not in ("float32", "tf32", "bfloat16"):
+        raise ValueError(f"unknown outer precision {precision!r}; choose 'float32', 'tf32' or 'bfloat16'")
     n = x_data.shape[0]
-    if data_chunk is None:
-        data_chunk = auto_chunk(params, x_data)
-
-    def chunk_loss(theta: dict[str, Tensor], xc: Tensor, yc: Tensor) -> Tensor:
-        return ((_pred(theta, xc, activation) - yc) ** 2).sum() / n
-
-    fn = vmap(grad(chunk_loss), in_dims=(0, None, None))
-    step = n if data_chunk is None else max(int(data_chunk), 1)
-    total: dict[str, Tensor] | None = None
-    for start in range(0, n, step):
-        g = fn(params, x_data[start : start + step], y_data[start : start + step])
-        total = g if total is None else {k: total[k] + g[k] for k in total}
-    if total is None:
+    if n == 0:
         raise ValueError("x_data must have at least one row")
-    return total
+    pred, p_acts, p_deltas = _point_signals(params, x_nb, activation)
+    dtype = x_nb.dtype
+    low = torch.bfloat16 if precision == "bfloat16" else dtype
+    layers = [(w.to(low), b.to(low)) for w, b in _layers(inner)]
+    depth = len(layers)
+    p_acts = [t.to(low) for t in p_acts]
+    # The last layer maps to one output: J_{L-2} = act'(z_{L-2}) ⊙ w_L. Its weights scale the
+    # columns of the product that carries J backwards and of the K points' signals.
+    w_out = layers[-1][0][..., 0].unsqueeze(1)  # (M, 1, width)
+    p_deltas = [t.to(low) for t in p_deltas[:-1]]
+    p_scaled = [t * w_out if i == depth - 2 else t for i, t in enumerate(p_deltas)]
+    carry = [w.transpose(1, 2) for w, _ in layers[:-1]]  # W_iᵀ: J_i -> J_{i-1}
+    if depth >= 2:
+        carry[depth - 2] = (layers[depth - 2][0] * w_out).transpose(1, 2) if depth - 2 > 0 else None
+    relu = activation == "relu"
+    act, act_grad = activation_fn(activation), _ACT_GRADS[activation]
 
-
-def _label_grad_from_g(
-    params: dict[str, Tensor], g: dict[str, Tensor], x_nb: Tensor, mask: Tensor, beta: float, activation: str
-) -> Tensor:
-    """Closed-form ``∂L_data/∂s`` of one member (see :func:`soft_label_grad_batched`).
-
-    Args:
-        params: the member's ``θ`` (before the inner step).
-        g: ``∇_θ' L_data(θ')``, same structure as ``params``.
-        x_nb: ``(K, D)`` neighbourhood points.
-        mask: ``(n_pairs,)`` bool, the pairs ``P_m``.
-        beta: inner learning rate ``β``.
-        activation: hidden activation.
-
-    Returns:
-        ``(n_pairs,)``, 0 off the mask.
-    """
-    i, j = pair_indices(x_nb.shape[-2], x_nb.device)
-    # One forward-mode pass: pred_a = f(x_a; θ), u_a = <∇_θ f(x_a; θ), g> for all K points.
-    pred, u = jvp(lambda theta: _pred(theta, x_nb, activation), (params,), (g,))
-    p = torch.sigmoid(pred[i] - pred[j])
-    # c_k = -∂²BCE/∂d∂s = p(1-p)(1/(p+ε) + 1/(1-p+ε)); exactly 1 for ε = 0.
-    c = p * (1 - p) * (1 / (p + EPS) + 1 / (1 - p + EPS))
-    count = mask.sum().clamp(min=1).to(pred.dtype)
-    ds = (beta / count) * c * (u[i] - u[j])
-    return torch.where(mask, ds, torch.zeros_like(ds))
+    step = auto_chunk(inner, x_data) if data_chunk is None else max(int(data_chunk), 1)
+    members = x_nb.shape[0]
+    x_low = x_data.to(low)
+    u = torch.zeros_like(pred)
+    with _tf32_matmul(precision == "tf32" and x_data.is_cuda):
+        for start in range(0, n, step):
+            xc = x_low[start : start + step].unsqueeze(0).expand(members, -1, -1)
+            acts, pre = [xc], []
+            a = xc
+            for w, b in layers[:-1]:
+                z = torch.baddbmm(b, a, w)
+                pre.append(None if relu else z)
+                a = z.relu_() if relu else act(z)
+                acts.append(a)
+            w, b = layers[-1]
+            f = torch.baddbmm(b, a, w)[..., 0].to(dtype)
+            e = (2.0 / n) * (f - y_data[start : start + step])  # (M, rows): ∂L_data/∂f
+            # Output layer: J = 1 and δ̄ = 1, so its term is Σ_n e_n (a[n]·ā[a] + 1).
+            s = torch.bmm(acts[-1], p_acts[-1].transpose(1, 2)).to(dtype) + 1
+            jm = None  # J_i, materialised below the last hidden layer
+            for i in range(depth - 2, -1, -1):
+                # J_i = act'(z_i) (⊙ w_L for the last hidden layer)
+                d = acts[i + 1].sign_() if relu else act_grad(pre[i])
+                jm = d if jm is None else jm * d
+                pa = torch.bmm(acts[i], p_acts[i].transpose(1, 2)).to(dtype) + 1
+                qd = torch.bmm(jm, p_scaled[i].transpose(1, 2)).to(dtype)
+                s = s + qd * pa
+                if i > 0:
+                    jm = torch.bmm(jm, carry[i])
+            u = u + torch.bmm(e.unsqueeze(1), s)[:, 0]
+    return u, pred
 
 
 def _soft_label_grad_flat(
@@ -424,6 +552,7 @@ def _soft_label_grad_flat(
     activation: str,
     beta: float,
     data_chunk: int | None,
+    precision: OuterPrecision = "float32",
 ) -> Tensor:
     """:func:`soft_label_grad_batched` on ``M`` flat members.
 
@@ -432,8 +561,16 @@ def _soft_label_grad_flat(
     """
     g_pair = _pair_grad(params, x_nb, soft, mask, activation)
     inner = {n: params[n] - beta * g_pair[n] for n in params}  # θ' = θ - β ∇_θ L_pair(θ; s)
-    g = _data_grad(inner, x_data, y_data.reshape(-1), activation, data_chunk)  # ∇_θ' L_data(θ')
-    return vmap(_label_grad_from_g, in_dims=(0, 0, 0, 0, None, None))(params, g, x_nb, mask, beta, activation)
+    del g_pair
+    # u_a = <∇_θ' L_data(θ'), ∇_θ f(x_a; θ)> for all K points
+    u, pred = outer_dot(inner, params, x_nb, x_data, y_data.reshape(-1), activation, data_chunk, precision)
+    i, j = pair_indices(x_nb.shape[-2], x_nb.device)
+    p = torch.sigmoid(pred[:, i] - pred[:, j])
+    # c_k = -∂²BCE/∂d∂s = p(1-p)(1/(p+ε) + 1/(1-p+ε)); exactly 1 for ε = 0.
+    c = p * (1 - p) * (1 / (p + EPS) + 1 / (1 - p + EPS))
+    count = mask.sum(-1, keepdim=True).clamp(min=1).to(pred.dtype)
+    ds = (beta / count) * c * (u[:, i] - u[:, j])
+    return torch.where(mask, ds, torch.zeros_like(ds))
 
 
 def soft_label_grad_batched(
@@ -447,6 +584,7 @@ def soft_label_grad_batched(
     activation: str = "relu",
     beta: float = 1e-3,
     data_chunk: int | None = None,
+    precision: OuterPrecision = "float32",
 ) -> Tensor:
     """Label gradient ``∂L_data(θ'(s))/∂s`` for all candidates and proxies, in closed form.
 
@@ -457,10 +595,10 @@ def soft_label_grad_batched(
 
     the closed form of METHODS 4 (where ``c_k = 1``, its ``ε → 0`` limit); keeping ``c_k`` makes
     it the exact derivative of the loss with ``ε = 1e-9``, so it matches autograd through
-    ``θ'(s)`` (:func:`soft_label_grad_higher`) to rounding. ``<g, ∇_θ f(x_a)>`` is computed for
-    all ``K`` points by one ``jvp`` per member in direction ``g``, then differenced per pair; no
-    per-pair parameter gradient is materialised. ``g`` costs one backward over the ``N`` data
-    rows per member, ``data_chunk`` rows at a time.
+    ``θ'(s)`` (:func:`soft_label_grad_higher`) to rounding. ``u_a = <g, ∇_θ f(x_a)>`` is computed
+    for all ``K`` points by :func:`outer_dot` without forming ``g`` (one forward and one backward
+    pass over the ``N`` data rows per member, ``data_chunk`` rows at a time, and no product that
+    builds a weight gradient), then differenced per pair.
 
     Args:
         params: StackedMLP tensors with leading dims ``(C, P)``.
@@ -471,7 +609,8 @@ def soft_label_grad_batched(
         y_data: ``(N,)`` static training scores.
         activation: hidden activation of the proxies.
         beta: inner learning rate ``β``.
-        data_chunk: rows of ``x_data`` per chunk (None: all).
+        data_chunk: rows of ``x_data`` per chunk (None: sized by :func:`auto_chunk`).
+        precision: arithmetic of the outer MSE's large products (see :func:`outer_dot`).
 
     Returns:
         ``(C, P, n_pairs)``; 0 off the mask (and for proxies with an empty mask).
@@ -488,6 +627,7 @@ def soft_label_grad_batched(
         activation,
         beta,
         data_chunk,
+        precision,
     )
     return out.reshape(c, p, n_pairs)
 
@@ -505,6 +645,7 @@ def mentor_batched(
     lambda_s: float = 0.1,
     soft_labels: bool = True,
     data_chunk: int | None = None,
+    precision: OuterPrecision = "float32",
 ) -> tuple[dict[str, Tensor], Tensor]:
     """One mentoring step of every proxy copy of every candidate at once (batched backend).
 
@@ -532,7 +673,8 @@ def mentor_batched(
         beta: inner and mentoring learning rate ``β``.
         lambda_s: soft-label learning rate ``λ_s``.
         soft_labels: refine labels by the bi-level step (default) or use hard labels (ablation).
-        data_chunk: rows of ``x_data`` per chunk for the data gradient (None: all at once).
+        data_chunk: rows of ``x_data`` per chunk of the outer MSE (None: sized by :func:`auto_chunk`).
+        precision: arithmetic of the outer MSE's large products (see :func:`outer_dot`).
 
     Returns:
         ``(new_params, soft)``: the mentored tensors, same shapes as ``params`` (bit-identical
@@ -560,6 +702,7 @@ def mentor_batched(
                 activation,
                 beta,
                 data_chunk,
+                precision,
             )
             refined = torch.where(mask_a, (s_a - lambda_s * g_s).clamp(0.0, 1.0), s_a)
             soft = soft.index_copy(0, active, refined)

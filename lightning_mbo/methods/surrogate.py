@@ -185,13 +185,19 @@ class Surrogate(pl.LightningModule):
             logs["train/grad_norm"] = norms.mean()
             logs["train/violation"] = violation.mean()
         opt.step()
-        self.log_dict(logs, prog_bar=True, batch_size=y.shape[-1])
-        # Per-member curves only when the logger writes (logging every step costs more than a small step).
-        every = self._trainer.log_every_n_steps if self._trainer is not None else 1
-        if self.num_members > 1 and (batch_idx + 1) % every == 0:
-            self.log_dict({f"train/loss_m{m}": v for m, v in enumerate(losses.detach())})
-            if self.constraint is not None:
-                self.log_dict({f"train/lambda_m{m}": v for m, v in enumerate(self.constraint.lmbda.clone())})
+        # Log only on the steps the logger writes: Lightning's per-call bookkeeping costs more than
+        # a small step, and step values logged between writes are never seen.
+        if self._writes_logs():
+            self.log_dict(logs, prog_bar=True, batch_size=y.shape[-1])
+            if self.num_members > 1:
+                self.log_dict({f"train/loss_m{m}": v for m, v in enumerate(losses.detach())})
+                if self.constraint is not None:
+                    self.log_dict({f"train/lambda_m{m}": v for m, v in enumerate(self.constraint.lmbda.clone())})
+
+    def _writes_logs(self) -> bool:
+        """Whether the trainer's logger writes this step's values (every ``log_every_n_steps``)."""
+        connector = getattr(self._trainer, "_logger_connector", None)
+        return True if connector is None else bool(connector.should_update_logs)
 
     def on_train_epoch_end(self) -> None:
         sched = self.lr_schedulers()

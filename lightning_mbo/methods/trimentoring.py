@@ -18,6 +18,7 @@ from torch import Tensor
 
 from lightning_mbo.functional.ascent import AscentOptimizer
 from lightning_mbo.functional.mentoring import (
+    OuterPrecision,
     disagreement_mask,
     majority_vote,
     mentor_batched,
@@ -74,6 +75,11 @@ class TriMentoring(Surrogate):
             proxy at a time, the released algorithm; slow, the reference).
         data_chunk: rows of the training set per chunk in the outer MSE gradient (``null``: sized to
             a memory budget, see :func:`lightning_mbo.functional.mentoring.auto_chunk`).
+        outer_precision: arithmetic of the outer MSE's large matrix products in the batched
+            backend: ``float32`` (the released code's), ``tf32`` (TensorFloat-32 on a GPU's matrix
+            units; no effect on CPU) or ``bfloat16`` (operands rounded, float32 accumulation).
+            Only the soft-label gradient is affected; see
+            :func:`lightning_mbo.functional.mentoring.outer_dot`.
         shared_proxies: NOT the released behaviour: one set of proxies (per replicate) is mentored
             for all candidates together, on the union of their neighbourhood pairs (pairs within
             each candidate's neighbourhood), so the outer MSE is paid once per step instead of once
@@ -108,6 +114,7 @@ class TriMentoring(Surrogate):
         lambda_s: float = 0.1,
         backend: Backend = "batched",
         data_chunk: int | None = None,
+        outer_precision: OuterPrecision = "float32",
         shared_proxies: bool = False,
         mentoring_seed: int | None = None,
     ) -> None:
@@ -131,6 +138,10 @@ class TriMentoring(Surrogate):
             raise ValueError(f"neighbours (K) must be >= 2 to form pairs, got {neighbours}")
         if backend not in ("batched", "higher"):
             raise ValueError(f"unknown backend {backend!r}; choose 'batched' or 'higher'")
+        if outer_precision not in ("float32", "tf32", "bfloat16"):
+            raise ValueError(f"unknown outer_precision {outer_precision!r}; choose 'float32', 'tf32' or 'bfloat16'")
+        if outer_precision != "float32" and backend != "batched":
+            raise ValueError("outer_precision applies to the batched backend only; the higher backend is float32")
 
     def method_name(self) -> str:
         name = "tri_mentoring" if self.hparams.mentoring else f"mean_of_{self.hparams.members}_proxies"
@@ -203,7 +214,7 @@ class TriMentoring(Surrogate):
         new, soft = mentor_batched(
             state, x_nb, consensus, mask, x_data, y_data, activation=self.hparams.activation,
             beta=self.hparams.beta, lambda_s=self.hparams.lambda_s, soft_labels=self.hparams.soft_labels,
-            data_chunk=self.hparams.data_chunk,
+            data_chunk=self.hparams.data_chunk, precision=self.hparams.outer_precision,
         )
         state.update(new)
         self._record(mask, consensus, soft)

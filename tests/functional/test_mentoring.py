@@ -16,6 +16,7 @@ from lightning_mbo.functional.mentoring import (
     mentor_batched,
     mentor_proxy_higher,
     neighbourhood,
+    outer_dot,
     pair_indices,
     pair_loss,
     pairwise_labels,
@@ -24,7 +25,7 @@ from lightning_mbo.functional.mentoring import (
     soft_label_grad_higher,
     summed_rank_labels,
 )
-from lightning_mbo.nn import StackedMLP, member_module, member_params
+from lightning_mbo.nn import StackedMLP, member_forward, member_module, member_params
 
 F64 = torch.float64
 
@@ -240,6 +241,57 @@ def test_batched_label_grad_equals_higher(data_chunk: int | None) -> None:
             ref = soft_label_grad_higher(module, x_nb[c], soft[c, p], mask[c, p], x_data, y_data, beta=beta)
             assert ref[mask[c, p]].abs().min() > 1e-8
             torch.testing.assert_close(batched[c, p], ref, rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu", "tanh", "swish"])
+@pytest.mark.parametrize("data_chunk", [None, 9])
+def test_outer_dot_equals_autograd(activation: str, data_chunk: int | None) -> None:
+    """<∇_θ' L_data(θ'), ∇_θ f(x_a; θ)> without forming the gradient == autograd's, any depth."""
+    torch.manual_seed(11)
+    m, hidden = 3, (7, 5, 6)
+    theta = dict(StackedMLP(m, D, hidden, activation=activation).to(F64).named_parameters())
+    theta = {n: t.detach() for n, t in theta.items()}
+    inner = {n: t + 0.1 * torch.randn_like(t) for n, t in theta.items()}
+    x_data, y_data = _data(2, n=31)
+    x_nb = torch.randn(m, K, D, dtype=F64)
+    u, pred = outer_dot(inner, theta, x_nb, x_data, y_data, activation, data_chunk)
+    assert u.shape == pred.shape == (m, K)
+    for member in range(m):
+        th = {n: t[member].clone().requires_grad_(True) for n, t in theta.items()}
+        inn = {n: t[member].clone().requires_grad_(True) for n, t in inner.items()}
+        l_data = ((member_forward(inn, x_data, activation)[:, 0] - y_data) ** 2).mean()
+        g = torch.autograd.grad(l_data, list(inn.values()))
+        f = member_forward(th, x_nb[member], activation)[:, 0]
+        torch.testing.assert_close(pred[member], f.detach(), rtol=1e-12, atol=1e-12)
+        for a in range(K):
+            gf = torch.autograd.grad(f[a], list(th.values()), retain_graph=True)
+            ref = sum((x * y).sum() for x, y in zip(g, gf, strict=True))
+            torch.testing.assert_close(u[member, a], ref.detach(), rtol=1e-10, atol=1e-14)
+
+
+def test_outer_precision_bfloat16_and_tf32_stay_close_to_float32() -> None:
+    """Rounded large products change the label gradient only at bfloat16's precision; tf32 is a
+    GPU mode and leaves CPU results bit for bit."""
+    torch.manual_seed(4)
+    c, width = 5, 96
+    net = StackedMLP(c * P, D, (width, width))
+    params = {n: t.detach().reshape(c, P, *t.shape[1:]) for n, t in net.named_parameters()}
+    x_data = torch.randn(300, D)
+    y_data = torch.sin(x_data).sum(-1)
+    x_nb = torch.randn(c, K, D)
+    n_pairs = K * (K - 1) // 2
+    soft = torch.rand(c, P, n_pairs)
+    mask = torch.rand(c, P, n_pairs) < 0.6
+    out = {
+        prec: soft_label_grad_batched(params, x_nb, soft, mask, x_data, y_data, beta=0.05, precision=prec)
+        for prec in ("float32", "tf32", "bfloat16")
+    }
+    assert torch.equal(out["tf32"], out["float32"])
+    ref = out["float32"]
+    err = (out["bfloat16"] - ref).norm() / ref.norm()
+    assert 0 < err < 3e-2, err
+    with pytest.raises(ValueError, match="outer precision"):
+        soft_label_grad_batched(params, x_nb, soft, mask, x_data, y_data, precision="fp8")
 
 
 # ----------------------------------------------------------------------------------------------
