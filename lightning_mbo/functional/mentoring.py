@@ -400,9 +400,9 @@ def auto_chunk(params: dict[str, Tensor], x_data: Tensor) -> int:
         budget = min(max(free // 4, 2**30), 2**34)
     else:
         budget = 2**28
-    # Per hidden layer and row: pre-activation, activation, backprop signal, activation
-    # derivative and the precision copies, about six tensors of its width.
-    per_row = 6 * members * max(widths, 1) * x_data.element_size()
+    # Per hidden layer and row, about three live tensors of its width: the activation (turned
+    # into the derivative mask in place), the backpropagated signal and a product's output.
+    per_row = 3 * members * max(widths, 1) * x_data.element_size()
     return max(64, budget // max(per_row, 1))
 
 
