@@ -57,6 +57,7 @@ def _trainer(max_epochs: int, callbacks=(), **kwargs) -> pl.Trainer:
         enable_progress_bar=False,
         enable_model_summary=False,
         limit_val_batches=0,
+        log_every_n_steps=1,  # the module logs only on the steps the logger writes
         num_sanity_val_steps=0,
         callbacks=list(callbacks),
     )
