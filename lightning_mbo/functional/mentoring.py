@@ -503,9 +503,9 @@ def outer_dot(
     w_out = layers[-1][0][..., 0].unsqueeze(1)  # (M, 1, width)
     p_deltas = [t.to(low) for t in p_deltas[:-1]]
     p_scaled = [t * w_out if i == depth - 2 else t for i, t in enumerate(p_deltas)]
-    carry = [w.transpose(1, 2) for w, _ in layers[:-1]]  # W_iᵀ: J_i -> J_{i-1}
-    if depth >= 2:
-        carry[depth - 2] = (layers[depth - 2][0] * w_out).transpose(1, 2) if depth - 2 > 0 else None
+    carry = [w.transpose(1, 2) for w, _ in layers[:-1]]  # W_iᵀ: J_i -> J_{i-1} (used for i > 0)
+    if depth > 2:
+        carry[depth - 2] = (layers[depth - 2][0] * w_out).transpose(1, 2)
     relu = activation == "relu"
     act, act_grad = activation_fn(activation), _ACT_GRADS[activation]
 
