@@ -28,12 +28,27 @@ _ACTIVATIONS = {
 }
 
 
+# Derivatives of the activations with respect to their input (hand-written backward passes).
+_ACTIVATION_GRADS = {
+    "relu": lambda z: (z > 0).to(z.dtype),
+    "leaky_relu": lambda z: 0.3 + 0.7 * (z > 0).to(z.dtype),
+    "tanh": lambda z: 1 - torch.tanh(z) ** 2,
+    "swish": lambda z: torch.sigmoid(z) * (1 + z * (1 - torch.sigmoid(z))),
+}
+
+
 def activation_fn(name: str):
     """Return the activation function called ``name``."""
     try:
         return _ACTIVATIONS[name]
     except KeyError:
         raise ValueError(f"unknown activation {name!r}; choose one of {sorted(_ACTIVATIONS)}") from None
+
+
+def activation_grad_fn(name: str):
+    """Return the derivative ``act'(z)`` of the activation called ``name``."""
+    activation_fn(name)  # same error for an unknown name
+    return _ACTIVATION_GRADS[name]
 
 
 class StackedLinear(nn.Module):

@@ -42,7 +42,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import grad, vmap
 
-from lightning_mbo.nn import activation_fn, member_forward
+from lightning_mbo.nn import activation_fn, activation_grad_fn, member_forward
 
 __all__ = [
     "EPS",
@@ -351,14 +351,6 @@ _pair_grad = vmap(grad(_pair_objective), in_dims=(0, 0, 0, 0, None))
 OuterPrecision = Literal["float32", "tf32", "bfloat16"]
 """Arithmetic of the outer MSE's large matrix products (see :func:`outer_dot`)."""
 
-_ACT_GRADS = {
-    "relu": lambda z: (z > 0).to(z.dtype),
-    "leaky_relu": lambda z: 0.3 + 0.7 * (z > 0).to(z.dtype),
-    "tanh": lambda z: 1 - torch.tanh(z) ** 2,
-    "swish": lambda z: torch.sigmoid(z) * (1 + z * (1 - torch.sigmoid(z))),
-}
-
-
 @contextmanager
 def _tf32_matmul(enabled: bool) -> Iterator[None]:
     """Let float32 CUDA matrix products use TensorFloat-32 inside the block (restored after)."""
@@ -422,7 +414,7 @@ def _point_signals(
     Returns:
         ``(pred (M, K), [ā_0 .. ā_{L-1}] each (M, K, in_l), [δ̄_1 .. δ̄_L] each (M, K, out_l))``.
     """
-    act, act_grad = activation_fn(activation), _ACT_GRADS[activation]
+    act, act_grad = activation_fn(activation), activation_grad_fn(activation)
     layers = _layers(params)
     acts, derivs = [x_nb], []
     a = x_nb
@@ -507,7 +499,7 @@ def outer_dot(
     if depth > 2:
         carry[depth - 2] = (layers[depth - 2][0] * w_out).transpose(1, 2)
     relu = activation == "relu"
-    act, act_grad = activation_fn(activation), _ACT_GRADS[activation]
+    act, act_grad = activation_fn(activation), activation_grad_fn(activation)
 
     step = auto_chunk(inner, x_data) if data_chunk is None else max(int(data_chunk), 1)
     members = x_nb.shape[0]
