@@ -351,6 +351,7 @@ _pair_grad = vmap(grad(_pair_objective), in_dims=(0, 0, 0, 0, None))
 OuterPrecision = Literal["float32", "tf32", "bfloat16"]
 """Arithmetic of the outer MSE's large matrix products (see :func:`outer_dot`)."""
 
+
 @contextmanager
 def _tf32_matmul(enabled: bool) -> Iterator[None]:
     """Let float32 CUDA matrix products use TensorFloat-32 inside the block (restored after)."""
