@@ -26,4 +26,5 @@ def test_fit_and_ascent_on_cuda(tmp_path, config):
           f"--trainer.logger.init_args.save_dir={tmp_path}", "--trainer.logger.init_args.name=gpu",
           "--trainer.logger.init_args.version=v"])
     results = json.loads((tmp_path / "gpu" / "v" / "results.json").read_text())
+    assert results["device"].startswith("cuda")  # the ascent ran where the model was trained
     assert results["score_100th"] >= results["best_visible"] - 1e-6

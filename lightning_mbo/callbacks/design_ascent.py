@@ -79,7 +79,17 @@ class DesignAscent(Callback):
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.interrupted:
             return
-        self.run(trainer, pl_module, trainer.datamodule)
+        # Lightning's teardown has already moved the module to the CPU when on_fit_end runs; the
+        # ascent belongs on the device the model was trained on, then the module goes back.
+        device = trainer.strategy.root_device
+        moved = pl_module.device != device
+        if moved:
+            pl_module.to(device)
+        try:
+            self.run(trainer, pl_module, trainer.datamodule)
+        finally:
+            if moved:
+                pl_module.cpu()
 
     def settings(self, pl_module: pl.LightningModule, datamodule: Any = None) -> dict[str, Any]:
         """The ascent's steps, lr and optimizer: this callback's, else the model's defaults."""
@@ -135,6 +145,7 @@ class DesignAscent(Callback):
                 "ascent": cfg,
                 "mean_predicted_final": float(pred[-1, idx].mean()),
                 **pl_module.method_summary(r),
+                "device": str(x0.device),
                 "fit_seconds": fit_seconds,
                 "ascent_seconds": ascent_seconds,
                 "wall_seconds": fit_seconds + ascent_seconds,
