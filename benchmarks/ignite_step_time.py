@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
@@ -92,6 +93,14 @@ def package_step(model: Surrogate) -> Callable[[Batch, int], None]:
     return model.training_step
 
 
+def step_flops(step, batch: Batch) -> int:
+    """Matrix-product FLOPs of one step (torch's FlopCounterMode): the work that bounds the
+    step time once the device is compute-bound rather than launch- or Python-bound."""
+    with FlopCounterMode(display=False) as counter:
+        step(batch, 0)
+    return counter.get_total_flops()
+
+
 def time_steps(step, batches: list[Batch], n: int, device: torch.device,
                start: int = 0) -> tuple[list[float], list[float]]:
     """Wall ms and process-CPU ms of each of ``n`` steps, the device synchronised around every one."""
@@ -147,6 +156,7 @@ def main(argv: list[str] | None = None) -> None:
     for members in args.members:
         batches = member_batches(dm, members, args.batch_size, N_BATCHES, device, args.seed + members)
         steps = {mode: package_step(build(dm, members, hidden, mode, device, args.seed)) for mode in MODES}
+        flops = {mode: step_flops(steps[mode], batches[0]) for mode in MODES}
         wall, cpu = time_modes(steps, batches, n, warmup, args.rounds, device)
         base, base_cpu = median(wall["plain"]), median(cpu["plain"])
         for mode in MODES:
@@ -155,7 +165,8 @@ def main(argv: list[str] | None = None) -> None:
             target = TARGETS.get(mode)
             row = [str(members), mode, f"{median(t):.2f}", f"{quantile(t, 0.1):.2f}-{quantile(t, 0.9):.2f}",
                    f"{ratio:.2f}x", f"<= {target}x" if target else "",
-                   ("yes" if ratio <= target else "NO") if target else ""]
+                   ("yes" if ratio <= target else "NO") if target else "",
+                   f"{flops[mode] / 1e9:.3g}", f"{flops[mode] / flops['plain']:.2f}x"]
             if not cuda:
                 row += [f"{median(cpu[mode]):.2f}", f"{median(cpu[mode]) / base_cpu:.2f}x"]
             rows.append(row)
@@ -163,7 +174,7 @@ def main(argv: list[str] | None = None) -> None:
 
     print()
     print(f"Training step (the package's Surrogate.training_step), {device.type}, width {width_line.split()[0]}:")
-    header = ["members", "mode", "wall ms", "p10-p90 ms", "vs plain", "target", "meets"]
+    header = ["members", "mode", "wall ms", "p10-p90 ms", "vs plain", "target", "meets", "GFLOP", "FLOPs vs plain"]
     if not cuda:
         header += ["CPU ms", "CPU vs plain"]
     print(table(rows, header))
@@ -171,6 +182,9 @@ def main(argv: list[str] | None = None) -> None:
         print("  wall: perf_counter; CPU: process_time of this process (less sensitive to other processes on the")
         print("  same cores; with more than one torch thread it also counts the threads' spin-waiting).")
         print(f"  {load_line()} at the end")
+    print("  GFLOP: matrix-product FLOPs of one step (torch.utils.flop_counter). 'FLOPs vs plain' is the ratio a")
+    print("  compute-bound step approaches; while kernel launches and Python dominate, the measured ratio follows")
+    print("  the number of operations instead.")
 
 
 if __name__ == "__main__":
