@@ -43,6 +43,7 @@ __all__ = [
     "dual_update",
     "grad_h",
     "member_norms",
+    "member_views",
     "norm_gradient_exact",
     "norm_gradient_finite_difference",
     "penalty_gradients",
@@ -67,6 +68,16 @@ def _members_of(tensors: Sequence[Tensor]) -> int:
 def _per_member(v: Tensor, like: Tensor) -> Tensor:
     """View the ``(M,)`` vector ``v`` as ``(M, 1, ..., 1)`` to broadcast against ``like``."""
     return v.reshape(v.shape[0], *([1] * (like.dim() - 1)))
+
+
+def member_views(v: Tensor, like: Sequence[Tensor]) -> list[Tensor]:
+    """The ``(M,)`` vector ``v`` viewed to broadcast against each tensor of ``like`` (its dtype)."""
+    by_dim: dict[tuple[int, torch.dtype], Tensor] = {}
+    for t in like:
+        key = (t.dim(), t.dtype)
+        if key not in by_dim:
+            by_dim[key] = _per_member(v.to(t.dtype), t)
+    return [by_dim[(t.dim(), t.dtype)] for t in like]
 
 
 def _check_h(h: Tensor, params: Sequence[Tensor]) -> None:
@@ -99,7 +110,8 @@ def member_norms(grads: Sequence[Tensor]) -> Tensor:
         ``(M,)`` norms, in the dtype of the tensors.
     """
     members = _members_of(grads)
-    sq = torch.stack([g.reshape(members, -1).pow(2).sum(dim=1) for g in grads]).sum(dim=0)
+    flat = torch.cat([g.reshape(members, -1) for g in grads], dim=1)
+    sq = (flat * flat).sum(dim=1)
     positive = sq > 0
     safe_sq = torch.where(positive, sq, torch.ones_like(sq))
     return torch.where(positive, safe_sq.sqrt(), torch.zeros_like(sq))
@@ -245,27 +257,27 @@ def norm_gradient_finite_difference(
         raise ValueError(f"got {len(grads)} gradients for {len(params)} parameters")
     grads = [g.detach() for g in grads]
     norms = member_norms(grads)
-    active = norms > 0
-    inv_norm = _inverse_norms(norms)
+    # Per-member factors, broadcast to every parameter: the shift r/||g_m|| (0 where ||g_m|| = 0,
+    # so those members stay put) and 1/r where the member moved (its estimate), 0 elsewhere.
+    shift = member_views(_inverse_norms(norms) * r, grads)
+    inv_r = member_views((norms > 0).to(norms.dtype) / r, grads)
 
-    saved = [p.detach().clone() for p in params]
+    # Multi-tensor (foreach) ops: a few kernels for the whole parameter list, not a few per tensor.
+    data = [p.data for p in params]
+    saved = [d.clone() for d in data]
     try:
         with torch.no_grad():
-            for p, g in zip(params, grads, strict=True):
-                p.data.add_(g * _per_member(inv_norm * r, g).to(g.dtype))
+            torch._foreach_addcmul_(data, grads, shift)
         shifted = grad_h(h_fn(), params)
         if reduce is not None:
-            shifted = reduce([g.detach() for g in shifted])
+            shifted = reduce(shifted)
     finally:
         with torch.no_grad():
-            for p, s in zip(params, saved, strict=True):
-                p.data.copy_(s)
+            torch._foreach_copy_(data, saved)
 
-    estimate = [
-        torch.where(_per_member(active, g), (gs.detach() - g) / r, torch.zeros_like(g))
-        for g, gs in zip(grads, shifted, strict=True)
-    ]
-    return norms, estimate
+    estimate = torch._foreach_sub(shifted, grads)
+    torch._foreach_mul_(estimate, inv_r)
+    return norms, list(estimate)
 
 
 def constraint_violation(norms: Tensor, rho: float, eps: float) -> Tensor:

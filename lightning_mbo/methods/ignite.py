@@ -20,6 +20,7 @@ from lightning_mbo.functional.gradnorm import (
     constraint_violation,
     dual_update,
     grad_h,
+    member_views,
     norm_gradient_finite_difference,
     norm_penalty_term,
 )
@@ -111,8 +112,7 @@ class GradNormConstraint(nn.Module):
             g = reduce(g)
         backward(loss)
         norms, estimate = norm_gradient_finite_difference(h_fn, params, r=s.r, grads=g, reduce=reduce)
-        for p, e in zip(params, estimate, strict=True):
-            p.grad.addcmul_(e, scale.view(-1, *([1] * (e.dim() - 1))).to(e.dtype))
+        torch._foreach_addcmul_([p.grad for p in params], estimate, member_views(scale, estimate))
         return norms
 
     @torch.no_grad()
