@@ -11,6 +11,7 @@ from torch.func import functional_call
 
 from lightning_mbo.functional.mentoring import (
     EPS,
+    auto_chunk,
     disagreement_mask,
     majority_vote,
     mentor_batched,
@@ -267,6 +268,22 @@ def test_outer_dot_equals_autograd(activation: str, data_chunk: int | None) -> N
             gf = torch.autograd.grad(f[a], list(th.values()), retain_graph=True)
             ref = sum((x * y).sum() for x, y in zip(g, gf, strict=True))
             torch.testing.assert_close(u[member, a], ref.detach(), rtol=1e-10, atol=1e-14)
+
+
+def test_auto_chunk_on_cpu_keeps_each_activation_near_8_mib() -> None:
+    """On CPU a chunk's ``(copies, rows, width)`` activation stays near 8 MiB, never under 64 rows."""
+    x_data = torch.zeros(32898, D)
+
+    def params(copies: int, hidden: tuple[int, ...]) -> dict[str, Tensor]:
+        dims = [D, *hidden, 1]
+        return {n: torch.zeros(copies, *s) for i in range(len(dims) - 1)
+                for n, s in ((f"layers.{i}.weight", (dims[i], dims[i + 1])), (f"layers.{i}.bias", (1, dims[i + 1])))}
+
+    for copies, hidden in [(384, (64, 64)), (48, (128, 32)), (3, (16,))]:
+        rows = auto_chunk(params(copies, hidden), x_data)
+        block = copies * rows * max(hidden) * 4
+        assert rows == 64 or 2**23 - copies * max(hidden) * 4 < block <= 2**23, (copies, hidden, rows)
+    assert auto_chunk(params(384, (2048, 2048)), x_data) == 64
 
 
 def test_outer_precision_bfloat16_and_tf32_stay_close_to_float32() -> None:
