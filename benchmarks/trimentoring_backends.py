@@ -80,8 +80,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="TriMentoring.data_chunk: training rows per chunk of the batched outer-MSE gradient; "
                         "default: per run, so that one (copies, rows, width) float32 activation stays under "
                         "24 MiB on cpu (larger ones go through mmap/munmap and page faults on every op) and "
-                        "4 GiB on cuda; 0: TriMentoring's own default (data_chunk null: sized by the package to "
-                        "about 256 MiB on cpu, 4 GiB on cuda)")
+                        "4 GiB on cuda; 0: TriMentoring's own default (data_chunk null: sized by the package, "
+                        "about 8 MiB per activation on cpu, a quarter of the free memory on cuda)")
     p.add_argument("--precisions", nargs="+", default=None, choices=["float32", "tf32", "bfloat16"],
                    help="TriMentoring.outer_precision values for the batched run at --candidates x --steps, "
                         "side by side (default: float32 tf32 bfloat16 on cuda, float32 on cpu, where tf32 "
