@@ -365,4 +365,4 @@ def penalty_gradients(
     if lam.shape != (members,):
         raise ValueError(f"lmbda must be a scalar or have shape ({members},), got {tuple(lam.shape)}")
     scale = lam * rho
-    return [g * _per_member(scale, g).to(g.dtype) for g in grads], norms
+    return list(torch._foreach_mul(grads, member_views(scale, grads))), norms

@@ -170,7 +170,10 @@ class Surrogate(pl.LightningModule):
         opt.zero_grad()
         mean, logstd = self(x)
         losses = self.member_losses(mean, logstd, y, rows)
-        logs = {"train/loss": losses.mean().detach()}
+        # Log only on the steps the logger writes: Lightning's per-call bookkeeping costs more than
+        # a small step, and step values logged between writes are never seen.
+        writes = self._writes_logs()
+        logs = {"train/loss": losses.mean().detach()} if writes else {}
         if self.constraint is None:
             self.manual_backward(losses.sum())
         else:
@@ -180,14 +183,14 @@ class Surrogate(pl.LightningModule):
                 losses.sum(), self._batch_mean(mean, rows), lambda: self._batch_mean(self(x)[0], rows), params,
                 self.manual_backward, self._reduce(),
             )
-            logs["train/lambda"] = self.constraint.lmbda.mean().clone()
+            if writes:
+                logs["train/lambda"] = self.constraint.lmbda.mean().clone()  # λ used by this step's descent
             violation = self.constraint.update_lambda(norms)
-            logs["train/grad_norm"] = norms.mean()
-            logs["train/violation"] = violation.mean()
+            if writes:
+                logs["train/grad_norm"] = norms.mean()
+                logs["train/violation"] = violation.mean()
         opt.step()
-        # Log only on the steps the logger writes: Lightning's per-call bookkeeping costs more than
-        # a small step, and step values logged between writes are never seen.
-        if self._writes_logs():
+        if writes:
             self.log_dict(logs, prog_bar=True, batch_size=y.shape[-1])
             if self.num_members > 1:
                 self.log_dict({f"train/loss_m{m}": v for m, v in enumerate(losses.detach())})
