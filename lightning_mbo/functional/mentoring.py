@@ -70,7 +70,9 @@ EPS = 1e-9
 # ----------------------------------------------------------------------------------------------
 
 
-def neighbourhood(x: Tensor, k: int, delta: float, generator: torch.Generator | None = None) -> Tensor:
+def neighbourhood(
+    x: Tensor, k: int, delta: float, generator: torch.Generator | None = None, noise: Tensor | None = None
+) -> Tensor:
     """Sample ``K`` points around each design: ``S(x) = {x + δ ε_a}``, ``ε_a ~ N(0, I)``.
 
     Paper Section 3.1: ``S(x_t) = {x^n_1, ..., x^n_K} ~ N(x_t, δ²)``.
@@ -80,12 +82,17 @@ def neighbourhood(x: Tensor, k: int, delta: float, generator: torch.Generator | 
         k: number of neighbourhood points ``K``.
         delta: standard deviation ``δ`` of the Gaussian perturbation.
         generator: optional random generator (on ``x``'s device).
+        noise: ``(..., K, D)`` standard normal draws ``ε`` to use instead of drawing them (callers
+            that must draw the same noise however candidates are split over processes).
 
     Returns:
         ``(..., K, D)`` neighbourhood points, in ``x``'s dtype and device.
     """
-    noise = torch.randn((*x.shape[:-1], k, x.shape[-1]), generator=generator, dtype=x.dtype, device=x.device)
-    return x.unsqueeze(-2) + delta * noise
+    if noise is None:
+        noise = torch.randn((*x.shape[:-1], k, x.shape[-1]), generator=generator, dtype=x.dtype, device=x.device)
+    elif noise.shape != (*x.shape[:-1], k, x.shape[-1]):
+        raise ValueError(f"noise must have shape {(*x.shape[:-1], k, x.shape[-1])}, got {tuple(noise.shape)}")
+    return x.unsqueeze(-2) + delta * noise.to(x)
 
 
 def pair_indices(k: int, device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:

@@ -23,6 +23,7 @@ from lightning_mbo.functional.mentoring import (
     majority_vote,
     mentor_batched,
     mentor_proxy_higher,
+    neighbourhood,
     pair_indices,
     pairwise_labels,
     predict_stacked,
@@ -172,8 +173,7 @@ class TriMentoring(Surrogate):
 
         def neighbourhoods(x: Tensor) -> Tensor:
             # One draw for all candidates of all processes, so results do not depend on the split.
-            noise = torch.randn((num_total, k, d), generator=gen)[ids].to(x)
-            return x.unsqueeze(1) + self.hparams.delta * noise
+            return neighbourhood(x, k, self.hparams.delta, noise=torch.randn((num_total, k, d), generator=gen)[ids])
 
         if self.hparams.shared_proxies:
             return self._shared_ascent(replicate, x_data, y_data, neighbourhoods)

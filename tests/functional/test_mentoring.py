@@ -442,3 +442,90 @@ def test_mentor_batched_does_not_modify_inputs() -> None:
     assert all(torch.equal(params[n], snapshot[n]) for n in params)
     assert any(not torch.equal(new[n], params[n]) for n in params)
     assert all(new[n].shape == params[n].shape for n in params)
+
+
+# ----------------------------------------------------------------------------------------------
+# One mentoring step against a plain-autograd statement of paper Eqs. 8-9, written here
+# (independent of both backends: its own MLP, its own pair loss with the literal 1e-9)
+# ----------------------------------------------------------------------------------------------
+
+
+def _plain_mlp(theta: list[Tensor], x: Tensor) -> Tensor:
+    """ReLU MLP ``(B, D) -> (B,)``; ``theta = [W_0 (in, out), b_0 (1, out), W_1, b_1, ...]``."""
+    for layer in range(0, len(theta), 2):
+        x = x @ theta[layer] + theta[layer + 1]
+        if layer < len(theta) - 2:
+            x = torch.relu(x)
+    return x[:, 0]
+
+
+def _plain_pair_loss(theta: list[Tensor], x_nb: Tensor, s: Tensor, mask: Tensor) -> Tensor:
+    k = x_nb.shape[0]
+    first, second = zip(*[(a, b) for a in range(k) for b in range(a + 1, k)], strict=True)
+    pred = _plain_mlp(theta, x_nb)
+    prob = torch.sigmoid(pred[list(first)] - pred[list(second)])[mask]
+    return -(s * torch.log(prob + 1e-9) + (1 - s) * torch.log(1 - prob + 1e-9)).mean()
+
+
+def _plain_mentoring_step(theta0, x_nb, consensus, mask, x_data, y_data, beta, lambda_s):
+    """``s ← clip(s - λ_s ∂L_data(θ - β∇_θL_pair(θ; s))/∂s, 0, 1)``, then ``θ ← θ - β∇_θL_pair(θ; s)``."""
+    theta = [t.detach().clone().requires_grad_(True) for t in theta0]
+    s = consensus[mask].detach().clone().requires_grad_(True)
+    g_inner = torch.autograd.grad(_plain_pair_loss(theta, x_nb, s, mask), theta, create_graph=True)
+    theta_inner = [t - beta * g for t, g in zip(theta, g_inner, strict=True)]  # Eq. 8
+    l_data = ((_plain_mlp(theta_inner, x_data) - y_data) ** 2).mean()  # Eq. 9's outer objective
+    (g_s,) = torch.autograd.grad(l_data, s)
+    s_new = (s - lambda_s * g_s).clamp(0.0, 1.0).detach()  # descent on L_data, then the clip
+    g_mentor = torch.autograd.grad(_plain_pair_loss(theta, x_nb, s_new, mask), theta)
+    return [(t - beta * g).detach() for t, g in zip(theta, g_mentor, strict=True)], s_new, g_s
+
+
+@pytest.mark.parametrize(("beta", "lambda_s"), [(1e-3, 0.1), (0.05, 20.0)])
+def test_one_mentoring_step_equals_plain_autograd_reference(beta: float, lambda_s: float) -> None:
+    """Both backends against the reference above: the refined labels after the clip and the
+    proxy after its β step. A soft-label step that ascends L_data, or a mentoring step of 2β,
+    fails here in either backend."""
+    torch.manual_seed(11)
+    net = StackedMLP(1, D, HIDDEN).to(F64)
+    names = [n for n, _ in net.named_parameters()]
+    theta0 = [t.detach()[0] for _, t in net.named_parameters()]
+    x_data, y_data = _data(11)
+    x_nb = torch.randn(K, D, dtype=F64)
+    n_pairs = K * (K - 1) // 2
+    consensus = (torch.rand(n_pairs) < 0.5).to(F64)
+    mask = torch.rand(n_pairs) < 0.6
+    mask[:2] = True
+
+    theta_ref, s_ref, g_s = _plain_mentoring_step(theta0, x_nb, consensus, mask, x_data, y_data, beta, lambda_s)
+    # The check has teeth: the refined labels moved off the hard labels, in the direction of
+    # -∂L_data/∂s, and stayed strictly inside (0, 1) on some pairs (unclipped).
+    moved = s_ref - consensus[mask]
+    assert moved.abs().max() > 1e-7
+    assert bool(((s_ref > 0) & (s_ref < 1)).any())
+    assert bool((torch.sign(moved[moved != 0]) == -torch.sign(g_s[moved != 0])).all())
+
+    # Reference backend (higher), one proxy in place.
+    proxy = member_module(dict(zip(names, theta0, strict=True)))
+    s_higher = mentor_proxy_higher(proxy, x_nb, consensus, mask, x_data, y_data, beta=beta, lambda_s=lambda_s)
+    torch.testing.assert_close(s_higher[mask], s_ref, rtol=0, atol=1e-12)
+    assert torch.equal(s_higher[~mask], consensus[~mask])
+    for name, ref in zip(names, theta_ref, strict=True):
+        torch.testing.assert_close(member_params(proxy)[name], ref, rtol=1e-10, atol=1e-12)
+
+    # Batched backend, one candidate with one proxy.
+    params = {n: t[None, None] for n, t in zip(names, theta0, strict=True)}
+    new, s_batched = mentor_batched(params, x_nb[None], consensus[None], mask[None, None], x_data, y_data,
+                                    beta=beta, lambda_s=lambda_s)
+    torch.testing.assert_close(s_batched[0, 0, mask], s_ref, rtol=0, atol=1e-12)
+    for name, ref in zip(names, theta_ref, strict=True):
+        torch.testing.assert_close(new[name][0, 0], ref, rtol=1e-10, atol=1e-12)
+
+
+def test_pair_loss_epsilon_is_1e_9() -> None:
+    """Where ``p`` underflows, ``-log(p + ε) = -log ε``: 20.723 for 1e-9 (18.421 for 1e-8)."""
+    diff = torch.tensor([-60.0, 60.0], dtype=F64)
+    soft = torch.tensor([1.0, 0.0], dtype=F64)
+    loss = pair_loss(diff, soft, torch.tensor([True, True]))
+    assert loss.item() == pytest.approx(-math.log(1e-9 + 1 / (1 + math.exp(60.0))), rel=1e-9)
+    assert loss.item() == pytest.approx(20.7232658, rel=1e-7)
+    assert EPS == 1e-9

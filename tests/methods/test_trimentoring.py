@@ -547,3 +547,41 @@ def test_shared_proxies_mode(dm64: MBODataModule, x0: Tensor) -> None:
     assert next(iter(many.copies[-1].values())).shape[0] == 1
     assert not torch.allclose(many.x, run_ascent(make_model(dm64, **LOUD), dm64, x0).x)
     assert all(torch.equal(v, shared_model.state_dict()[k]) for k, v in before.items())
+
+
+@pytest.mark.parametrize("backend", ["batched", "higher"])
+def test_method_neighbourhood_is_x_plus_delta_times_its_seeded_noise(
+    dm64: MBODataModule, x0: Tensor, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The points each candidate's proxies are mentored on: ``x + δ ε`` with ``ε ~ N(0, I)``
+    drawn ``(num_total, K, D)`` from ``mentoring_seed`` (paper Section 3.1; δ = 0.5 here, so
+    δ² or 2δ would show)."""
+    from lightning_mbo.methods import trimentoring
+
+    seen: list[Tensor] = []
+    name = "mentor_batched" if backend == "batched" else "mentor_proxy_higher"
+    real = getattr(trimentoring, name)
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        seen.append(args[1].detach().clone())  # x_nb: (C, K, D) batched, (K, D) per candidate
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trimentoring, name, spy)
+    delta, k = 0.5, 10
+    model = make_model(dm64, delta=delta, neighbours=k, backend=backend, mentoring_seed=7)
+    ids = torch.tensor([1, 3, 4])  # three of six candidates, as one process of a split run
+    x = x0[ids]
+    _, hook = model.ascent_objective(x, dm64, ids, 6)
+    hook(x, 0)
+    noise = torch.randn((6, k, x.shape[1]), generator=torch.Generator().manual_seed(7))[ids].to(F64)
+    expected = x.unsqueeze(1) + delta * noise
+    if backend == "batched":
+        got = seen[0]
+    else:  # one call per candidate and proxy that disagrees somewhere; each sees its candidate's points
+        assert seen
+        got = None
+        for points in seen:
+            assert any(torch.equal(points, e) for e in expected)
+    if got is not None:
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
+    assert abs(float(noise.std()) - 1.0) < 0.1
