@@ -4,7 +4,7 @@
 config for every seed through the same ``fit`` entry point as a single run, skips runs whose
 ``results.json`` already exists, and writes ``table.md``, ``table.csv`` and ``table.png``:
 mean and std of the normalised 100th/80th/50th percentiles per task and method, with the
-published numbers (METHODS.md 5) alongside, and wall time per run.
+published numbers alongside, IGNITE's λ and ρ‖∇h‖ at the end of training, and wall time per run.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from tqdm.auto import tqdm
 
 from lightning_mbo.callbacks.design_ascent import atomic_write
 
-#: Published 100th-percentile numbers (METHODS.md 5 and 3), by (task, method).
+#: Published 100th-percentile numbers by (task, method): re-runs of the released code over 8 seeds,
+#: the IGNITE paper's text (Dao et al., NeurIPS 2024) and the Tri-mentoring paper (Chen et al., NeurIPS 2023).
 PUBLISHED: dict[tuple[str, str], str] = {
     ("TFBind8-Exact-v0", "grad_ascent"): "0.969 ± 0.021 (re-run, 8 seeds)",
     ("TFBind8-Exact-v0", "ens_mean"): "0.985 ± 0.008 (re-run, 8 seeds)",
@@ -58,7 +59,7 @@ def run_grid(
     seeds: list[int],
     output_dir: str = "logs/benchmark",
     args: list[str] | None = None,
-    stack_seeds: bool = False,
+    replicates: int = 1,
     label: str = "",
 ) -> list[dict[str, Any]]:
     """Run every method for every seed and write the table.
@@ -68,18 +69,22 @@ def run_grid(
         seeds: the seeds; each sets ``seed_everything`` and the datamodule's seed.
         output_dir: runs go to ``<output_dir>/<name>/seed_<s>/``, the table to ``<output_dir>/``.
         args: extra command-line arguments for every run (e.g. ``--trainer.accelerator=gpu``).
-        stack_seeds: run all seeds of a method in ONE process as stacked replicates
-            (``model.init_args.replicates``); each still gets its own results row.
+        replicates: independent runs stacked in ONE process per method and seed
+            (``model.init_args.replicates``). They share the seed (each draws its own
+            initialisation and data order from it), and each gets its own results row,
+            labelled with the seed and its replicate index.
         label: a line printed under the table's title (e.g. "quick CPU scale").
 
     Returns:
-        One row per finished run.
+        One row per finished run (per replicate).
     """
+    if replicates < 1:
+        raise ValueError(f"replicates must be >= 1, got {replicates}")
     out = Path(output_dir)
-    jobs = [(run, [s]) for run in runs for s in seeds] if not stack_seeds else [(run, list(seeds)) for run in runs]
+    jobs = [(run, seed) for run in runs for seed in seeds]
     rows: list[dict[str, Any]] = []
-    for run, job_seeds in tqdm(jobs, desc="benchmark grid", unit="run"):
-        run_dir = out / run.name / ("seeds_" + "_".join(map(str, job_seeds)) if stack_seeds else f"seed_{job_seeds[0]}")
+    for run, seed in tqdm(jobs, desc="benchmark grid", unit="run"):
+        run_dir = out / run.name / f"seed_{seed}"
         result_file = run_dir / "results.json"
         if not result_file.exists():
             cli_args = ["fit"]
@@ -87,17 +92,17 @@ def run_grid(
                 cli_args += ["--config", cfg]
             cli_args += [
                 *run.args, *(args or []),
-                f"--seed_everything={job_seeds[0]}", f"--data.seed={job_seeds[0]}",
+                f"--seed_everything={seed}", f"--data.seed={seed}",
                 f"--trainer.logger.init_args.save_dir={run_dir}",
                 "--trainer.logger.init_args.name=", "--trainer.logger.init_args.version=",
                 "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
             ]
-            if stack_seeds:
-                cli_args.append(f"--model.init_args.replicates={len(job_seeds)}")
+            if replicates > 1:
+                cli_args.append(f"--model.init_args.replicates={replicates}")
             _fit(cli_args, run_dir)
         result = json.loads(result_file.read_text())
         for i, row in enumerate(result.get("runs", [result])):
-            rows.append({**row, "run": run.name, "seed": job_seeds[i] if stack_seeds else job_seeds[0]})
+            rows.append({**row, "run": run.name, "seed": seed, "replicate": i})
     write_table(rows, out, label)
     return rows
 
@@ -115,20 +120,31 @@ def _fit(cli_args: list[str], run_dir: Path) -> None:
 
 
 def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean and std per (task, run) of the percentiles and wall time."""
+    """Mean and (population, ddof 0) std per (task, run) of the percentiles and wall time, and
+    where IGNITE ran, the range of λ and ρ‖∇h‖ at the end of training over all members of all runs."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault((row["task"], row["run"]), []).append(row)
     table = []
     for (task, run), group in groups.items():
-        entry: dict[str, Any] = {"task": task, "run": run, "method": group[0]["method"], "n": len(group)}
+        entry: dict[str, Any] = {"task": task, "run": run, "method": group[0]["method"],
+                                 "seeds": len({r["seed"] for r in group}), "n": len(group)}
         for key in ("score_100th", "score_80th", "score_50th", "wall_seconds"):
             values = np.array([r[key] for r in group], dtype=np.float64)
             entry[f"{key}_mean"], entry[f"{key}_std"] = float(values.mean()), float(values.std())
+        for key in ("lambda", "rho_grad_norm"):
+            values = [v for r in group if "ignite" in r for v in r["ignite"][key]]
+            entry[f"ignite_{key}_min"] = float(min(values)) if values else None
+            entry[f"ignite_{key}_max"] = float(max(values)) if values else None
         entry["best_visible"] = group[0]["best_visible"]
         entry["published_100th"] = PUBLISHED.get((task, group[0]["method"]), "")
         table.append(entry)
     return table
+
+
+def _range(entry: dict[str, Any], key: str) -> str:
+    lo, hi = entry[f"ignite_{key}_min"], entry[f"ignite_{key}_max"]
+    return "-" if lo is None else f"{lo:.3f}–{hi:.3f}"
 
 
 def _provenance() -> str:
@@ -144,19 +160,21 @@ def _provenance() -> str:
 def write_table(rows: list[dict[str, Any]], out: Path, label: str = "") -> None:
     """Write ``table.md``, ``table.csv`` and ``table.png`` into ``out`` (atomically)."""
     table = summarize(rows)
-    md = ["# Normalised scores (mean ± std over seeds)", ""]
+    md = ["# Normalised scores (mean ± std over runs)", ""]
     if label:
         md += [label, ""]
     md += [_provenance(), ""]
-    md += ["| task | run | method | seeds | 100th | 80th | 50th | published 100th | D(best) | wall s / run |",
-           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    md += ["| task | run | method | seeds | runs | 100th | 80th | 50th | published 100th | D(best) "
+           "| λ end | ρ‖∇h‖ end | wall s / run |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for e in table:
         md.append(
-            f"| {e['task']} | {e['run']} | {e['method']} | {e['n']} "
+            f"| {e['task']} | {e['run']} | {e['method']} | {e['seeds']} | {e['n']} "
             f"| {e['score_100th_mean']:.3f} ± {e['score_100th_std']:.3f} "
             f"| {e['score_80th_mean']:.3f} ± {e['score_80th_std']:.3f} "
             f"| {e['score_50th_mean']:.3f} ± {e['score_50th_std']:.3f} "
-            f"| {e['published_100th'] or '-'} | {e['best_visible']:.3f} | {e['wall_seconds_mean']:.1f} |"
+            f"| {e['published_100th'] or '-'} | {e['best_visible']:.3f} "
+            f"| {_range(e, 'lambda')} | {_range(e, 'rho_grad_norm')} | {e['wall_seconds_mean']:.1f} |"
         )
     atomic_write(out / "table.md", lambda f: f.write(("\n".join(md) + "\n").encode()))
     buf = io.StringIO()
@@ -182,7 +200,7 @@ def _plot(table: list[dict[str, Any]], path: Path) -> None:
         ax.hlines(e["best_visible"], i - 0.4, i + 0.4, colors="grey", linestyles="dotted")
     ax.set_xticks(range(len(table)), names, rotation=45, ha="right", fontsize=7)
     ax.set_ylabel("normalised 100th percentile")
-    ax.set_title("mean ± std over seeds (dotted: D(best))", fontsize=9)
+    ax.set_title("mean ± std over runs (dotted: D(best))", fontsize=9)
     fig.tight_layout()
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
     plt.close(fig)

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -44,16 +45,34 @@ def _fit_subprocess(tmp: Path, name: str, extra: list[str]) -> dict:
     return json.loads((tmp / name / "v" / "results.json").read_text())
 
 
+def _starting_designs() -> np.ndarray:
+    """The 128 designs every SMALL run starts its ascent from (top visible rows of its data)."""
+    return np.asarray(MBODataModule(max_samples=2000, seed=0).task.top_k(128)[0])
+
+
+# Surrogates trained and ascended hard enough that most designs move (lr 1e-2, 200 ascent steps),
+# so design and score checks can fail.
+MOVING = ["--model.init_args.lr=0.01", "--model.init_args.ascent_steps=200"]
+
+
 def test_two_process_ddp_fit_equals_one_process(tmp_path):
     """Training (global batch 128 split 64 + 64), ascent (candidates split over ranks) and scoring."""
-    one = _fit_subprocess(tmp_path, "one", ["--trainer.devices=1"])
-    two = _fit_subprocess(tmp_path, "two", ["--trainer.devices=2", "--trainer.strategy=ddp"])
+    one = _fit_subprocess(tmp_path, "one", ["--trainer.devices=1", *MOVING])
+    two = _fit_subprocess(tmp_path, "two", ["--trainer.devices=2", "--trainer.strategy=ddp", *MOVING])
     for key in ("score_100th", "score_80th", "score_50th", "mean_predicted_final"):
         assert two[key] == pytest.approx(one[key], abs=1e-4), key
     d1 = np.load(tmp_path / "one" / "v" / "designs.npy")
     d2 = np.load(tmp_path / "two" / "v" / "designs.npy")
     assert d1.shape == d2.shape == (128, 8)
-    assert (d1 == d2).mean() > 0.99
+    start = _starting_designs()
+    # Both halves of the candidates (rank 0's and rank 1's) moved away from where they started...
+    for half in (slice(0, 64), slice(64, 128)):
+        assert (d1[half] != start[half]).any(1).mean() > 0.5
+        assert (d2[half] != start[half]).any(1).mean() > 0.5
+    # ...and the two runs hand back the same designs (rounding may flip a rare argmax).
+    assert (d1 == d2).all(1).mean() > 0.95
+    s1, s2 = np.load(tmp_path / "one" / "v" / "scores.npy"), np.load(tmp_path / "two" / "v" / "scores.npy")
+    assert (s1 == s2).mean() > 0.95
 
 
 class _Crash(Callback):
@@ -74,32 +93,75 @@ def _trainer(root: Path, *callbacks: Callback) -> pl.Trainer:
     )
 
 
-def _small_run(root: Path, crash_at: int | None = None, ckpt: str | None = None) -> DesignAscent:
+class _LastEpochWeights(Callback):
+    """The weights training ended with, before the module restores its best epochs (callbacks'
+    ``on_train_end`` runs before the module's)."""
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.weights = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+
+
+def _small_run(root: Path, crash_at: int | None = None, ckpt: str | None = None) -> SimpleNamespace:
     pl.seed_everything(0)
     dm = MBODataModule(max_samples=2000, seed=0)
-    model = Surrogate(dm.input_dim, members=2, hidden=(32, 32), ignite=Ignite(lambda_lr=0.05), select_best=True,
-                      ascent_steps=20)
-    ascent = DesignAscent(output_dir=str(root))
-    callbacks = [ascent] + ([_Crash(crash_at)] if crash_at is not None else [])
+    # lr 1e-2: the members' validation Pearson peaks before the last epoch, so the best-epoch
+    # weights differ from the last ones, and 200 ascent steps move most designs.
+    model = Surrogate(dm.input_dim, members=2, hidden=(32, 32), lr=1e-2, ignite=Ignite(lambda_lr=0.05),
+                      select_best=True, ascent_steps=200)
+    ascent, last = DesignAscent(output_dir=str(root)), _LastEpochWeights()
+    callbacks = [ascent, last] + ([_Crash(crash_at)] if crash_at is not None else [])
     trainer = _trainer(root, *callbacks)
     if crash_at is not None:
         with pytest.raises(RuntimeError, match="simulated kill"):
             trainer.fit(model, dm)
     else:
         trainer.fit(model, dm, ckpt_path=ckpt)
-    return ascent
+    return SimpleNamespace(results=ascent.results, model=model, last=getattr(last, "weights", None))
 
 
 def test_resume_from_last_checkpoint_matches_uninterrupted_run(tmp_path):
     straight = _small_run(tmp_path / "straight")
-    _small_run(tmp_path / "resumed", crash_at=2)
+    # The check has teeth: some member's best epoch is not the last one...
+    assert any(not torch.equal(v, straight.last[k]) for k, v in straight.model.state_dict().items())
+    _small_run(tmp_path / "resumed", crash_at=3)
     last = tmp_path / "resumed" / "last.ckpt"
-    assert torch.load(last, weights_only=False)["epoch"] == 1
+    assert torch.load(last, weights_only=False)["epoch"] == 2
     resumed = _small_run(tmp_path / "resumed", ckpt=str(last))
+    # ...and the resumed run ends with the same (best-epoch) weights, designs and scores.
+    for k, v in straight.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[k], v), k
     for key in ("score_100th", "score_80th", "score_50th", "mean_predicted_final"):
         assert resumed.results[key] == straight.results[key], key
-    np.testing.assert_array_equal(np.load(tmp_path / "straight" / "designs.npy"),
-                                  np.load(tmp_path / "resumed" / "designs.npy"))
+    designs = np.load(tmp_path / "straight" / "designs.npy")
+    np.testing.assert_array_equal(designs, np.load(tmp_path / "resumed" / "designs.npy"))
+    assert (designs != _starting_designs()).any(1).mean() > 0.5
+
+
+def test_command_line_resume_with_ckpt_path(tmp_path):
+    """The README's ``fit ... --ckpt_path logs/.../checkpoints/last.ckpt``: a run stopped after 2
+    of 4 epochs and resumed from its last checkpoint ends as an uninterrupted 4-epoch run."""
+    every_epoch = tmp_path / "every_epoch.yaml"
+    every_epoch.write_text(
+        "trainer:\n  callbacks:\n    - class_path: lightning_mbo.callbacks.DesignAscent\n"
+        "    - class_path: pytorch_lightning.callbacks.ModelCheckpoint\n"
+        "      init_args: {save_last: true, every_n_epochs: 1}\n"
+    )
+    common = ["fit", *SMALL, "--config", str(every_epoch), *MOVING, f"--trainer.logger.init_args.save_dir={tmp_path}"]
+
+    def fit(name: str, *extra: str) -> Path:
+        main([*common, f"--trainer.logger.init_args.name={name}", "--trainer.logger.init_args.version=v", *extra])
+        return tmp_path / name / "v"
+
+    straight = fit("straight", "--trainer.max_epochs=4")
+    first = fit("first", "--trainer.max_epochs=2")
+    resumed = fit("resumed", "--trainer.max_epochs=4", f"--ckpt_path={first / 'checkpoints' / 'last.ckpt'}")
+    a, b = (json.loads((run / "results.json").read_text()) for run in (straight, resumed))
+    for key in ("score_100th", "score_80th", "score_50th", "mean_predicted_final"):
+        assert a[key] == b[key], key
+    assert a["ignite"]["lambda"] == b["ignite"]["lambda"]
+    np.testing.assert_array_equal(np.load(straight / "designs.npy"), np.load(resumed / "designs.npy"))
+    # Stopping after 2 epochs gives other designs: resuming did continue training.
+    assert not np.array_equal(np.load(first / "designs.npy"), np.load(straight / "designs.npy"))
 
 
 def test_tensorboard_events_hold_training_design_and_hparams(tmp_path):
@@ -149,6 +211,11 @@ def test_benchmark_runner_writes_table_and_skips_finished_runs(tmp_path):
     assert "0.969 ± 0.021" in table  # the published number alongside
     assert (grid / "table.csv").read_text().count("\n") == 3
     assert (grid / "table.png").stat().st_size > 1000
+    # Each seed is its own run: its own seed in results.json, its own designs.
+    for seed in (0, 1):
+        assert json.loads((grid / "ga" / f"seed_{seed}" / "results.json").read_text())["seed"] == seed
+    assert not np.array_equal(np.load(grid / "ga" / "seed_0" / "designs.npy"),
+                              np.load(grid / "ga" / "seed_1" / "designs.npy"))
     stamp = (grid / "ga" / "seed_0" / "results.json").stat().st_mtime_ns
     main(["benchmark", "--config", str(cfg)])  # everything finished: nothing re-runs
     assert (grid / "ga" / "seed_0" / "results.json").stat().st_mtime_ns == stamp

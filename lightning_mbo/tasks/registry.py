@@ -63,7 +63,7 @@ _SPECS = [
     TaskSpec("HopperController-Exact-v0", "hopper_controller", "hopper_controller", False, None, 0, 100, None,
              87.93491, 1361.6106, "design_bench"),
     TaskSpec("GFP-Transformer-v0", "gfp", "gfp", True, 20, 50, 60, 5000, 1.2834193, 4.123109, "design_bench"),
-    TaskSpec("UTR-ResNet-v0", "utr", "utr", True, 4, 0, 20, None, 0.0, 12.0, "design_bench"),
+    TaskSpec("UTR-ResNet-v0", "utr", "utr", True, 4, 0, 50, None, 0.0, 12.0, "design_bench"),
 ]
 
 TASKS: dict[str, TaskSpec] = {s.name: s for s in _SPECS}

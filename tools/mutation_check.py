@@ -1,0 +1,199 @@
+"""Mutation check: apply known one-line bugs to the package, one at a time, and run the tests
+that must catch each. Every mutant must be killed (its tests fail); a survivor means the suite
+lets that bug through.
+
+    python tools/mutation_check.py            # every mutant, its own tests
+    python tools/mutation_check.py --list     # the mutants
+    python tools/mutation_check.py -k eps     # mutants whose name contains "eps"
+    python tools/mutation_check.py --full     # each mutant against the whole default suite
+
+Mutants are applied to the working tree in place (the package is installed in editable mode,
+so subprocess tests see them too) and always restored; a mutant whose text is not found exactly
+once is an error, so the list follows the code as it changes (``tests/test_mutants.py`` checks
+that on every test run). Exit status: 0 when every selected mutant is killed, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Edit:
+    """Replace ``old`` (which must occur exactly once) by ``new`` in ``path`` (relative to the repository)."""
+
+    path: str
+    old: str
+    new: str
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    bug: str
+    edits: tuple[Edit, ...]
+    tests: tuple[str, ...] = field(default_factory=tuple)
+
+
+MENTORING = "lightning_mbo/functional/mentoring.py"
+TRI = "lightning_mbo/methods/trimentoring.py"
+SURROGATE = "lightning_mbo/methods/surrogate.py"
+BENCH = "lightning_mbo/benchmark.py"
+T_MENTORING = "tests/functional/test_mentoring.py"
+T_SURROGATE = "tests/methods/test_surrogate.py"
+T_SCALE = "tests/test_scale.py"
+
+MUTANTS: tuple[Mutant, ...] = (
+    Mutant("soft_label_ascent", "soft-label step (paper Eq. 9) ascends the outer MSE, in both backends", (
+        Edit(MENTORING, "s_full[mask] = (s_full[mask] - lambda_s * g_s[mask])",
+             "s_full[mask] = (s_full[mask] + lambda_s * g_s[mask])"),
+        Edit(MENTORING, "(s_a - lambda_s * g_s).clamp(0.0, 1.0)", "(s_a + lambda_s * g_s).clamp(0.0, 1.0)"),
+    ), (T_MENTORING,)),
+    Mutant("mentoring_two_beta", "mentoring step of 2β instead of β, in both backends", (
+        Edit(MENTORING, "p.sub_(beta * g)", "p.sub_(2 * beta * g)"),
+        Edit(MENTORING, "(flat[n] - beta * g_pair[n])", "(flat[n] - 2 * beta * g_pair[n])"),
+    ), (T_MENTORING,)),
+    Mutant("neighbourhood_delta_squared", "the method's neighbourhood drawn with δ² instead of δ", (
+        Edit(TRI, "neighbourhood(x, k, self.hparams.delta, noise=", "neighbourhood(x, k, self.hparams.delta ** 2, noise="),
+    ), ("tests/methods/test_trimentoring.py",)),
+    Mutant("pair_loss_eps_1e-8", "pair-loss epsilon 1e-8 instead of 1e-9", (
+        Edit(MENTORING, "EPS = 1e-9", "EPS = 1e-8"),
+    ), (T_MENTORING,)),
+    Mutant("pair_loss_eps_1e-7", "pair-loss epsilon 1e-7 instead of 1e-9", (
+        Edit(MENTORING, "EPS = 1e-9", "EPS = 1e-7"),
+    ), (T_MENTORING,)),
+    Mutant("ens_min_ascends_mean", "Ens-Min ascends the members' mean instead of their minimum", (
+        Edit(SURROGATE, 'agg = mean.mean(1) if self.aggregate == "mean" else mean.min(1).values', "agg = mean.mean(1)"),
+    ), (T_SURROGATE,)),
+    Mutant("ascent_step_d", "design-baselines' step 0.01·D instead of 0.01·√D", (
+        Edit(SURROGATE, "lr = 0.01 * math.sqrt(self.hparams.input_dim)", "lr = 0.01 * self.hparams.input_dim"),
+    ), (T_SURROGATE,)),
+    Mutant("reported_norm_without_rho", "results report ‖∇h‖ as ρ‖∇h‖ (no ρ)", (
+        Edit("lightning_mbo/methods/ignite.py", '"rho_grad_norm": (s.rho * self.norm_ema).tolist()',
+             '"rho_grad_norm": self.norm_ema.tolist()'),
+    ), (T_SURROGATE,)),
+    Mutant("table_mean_is_max", "the benchmark table's mean replaced by the max", (
+        Edit(BENCH, "float(values.mean()), float(values.std())", "float(values.max()), float(values.std())"),
+    ), ("tests/test_benchmark.py",)),
+    Mutant("table_std_constant", "the benchmark table's std replaced by a constant", (
+        Edit(BENCH, "float(values.mean()), float(values.std())", "float(values.mean()), 0.0"),
+    ), ("tests/test_benchmark.py",)),
+    Mutant("grid_seed_zero", "every grid job run with seed 0", (
+        Edit(BENCH, 'f"--seed_everything={seed}", f"--data.seed={seed}",', '"--seed_everything=0", "--data.seed=0",'),
+    ), ("tests/test_benchmark.py",)),
+    Mutant("ascent_never_moves", "design ascent takes no step", (
+        Edit("lightning_mbo/callbacks/design_ascent.py", 'gradient_ascent(x0[mine], objective, cfg["steps"],',
+             "gradient_ascent(x0[mine], objective, 0,"),
+    ), (f"{T_SCALE}::test_resume_from_last_checkpoint_matches_uninterrupted_run",)),
+    Mutant("rank_never_ascends", "under DDP, ranks other than 0 never ascend", (
+        Edit("lightning_mbo/callbacks/design_ascent.py", 'gradient_ascent(x0[mine], objective, cfg["steps"],',
+             'gradient_ascent(x0[mine], objective, cfg["steps"] if rank == 0 else 0,'),
+    ), (f"{T_SCALE}::test_two_process_ddp_fit_equals_one_process",)),
+    Mutant("resume_skips_best_state", "a resumed run does not restore the best-epoch weights it saved", (
+        Edit(SURROGATE, 'self._best_state = checkpoint.get("best_state")', "self._best_state = None"),
+    ), (f"{T_SCALE}::test_resume_from_last_checkpoint_matches_uninterrupted_run",)),
+    Mutant("utr_split_20", "UTR-ResNet-v0's visible split at the 20th percentile (design-bench: 50)", (
+        Edit("lightning_mbo/tasks/registry.py", '"utr", "utr", True, 4, 0, 50,', '"utr", "utr", True, 4, 0, 20,'),
+    ), ("tests/tasks/test_registry.py",)),
+    Mutant("oracle_first_occurrence", "exact oracle keeps the first occurrence of a design, not the last", (
+        Edit("lightning_mbo/tasks/oracles.py", "np.unique(keys[::-1], return_index=True)",
+             "np.unique(keys, return_index=True)"),
+        Edit("lightning_mbo/tasks/oracles.py", ".reshape(-1)[::-1][rev_first]", ".reshape(-1)[rev_first]"),
+    ), ("tests/tasks",)),
+    Mutant("split_exclusive", "visible split drops rows equal to the upper percentile", (
+        Edit("lightning_mbo/tasks/task.py", "(y >= lo) & (y <= hi)", "(y >= lo) & (y < hi)"),
+    ), ("tests/tasks",)),
+    Mutant("tfbind10_range", "TFBind10's normalisation minimum rounded", (
+        Edit("lightning_mbo/tasks/registry.py", "-1.8585268, 2.1287067", "-1.8585, 2.1287067"),
+    ), ("tests/tasks",)),
+    Mutant("finite_difference_sign", "IGNITE's finite difference reversed: (∇h(ω) − ∇h(ω + r u)) / r", (
+        Edit("lightning_mbo/functional/gradnorm.py", "estimate = torch._foreach_sub(shifted, grads)",
+             "estimate = torch._foreach_sub(grads, shifted)"),
+    ), ("tests/functional/test_gradnorm.py",)),
+    Mutant("lambda_descends", "IGNITE's λ step descends instead of ascending", (
+        Edit("lightning_mbo/functional/gradnorm.py", "new = lmbda.detach() + lr * violation",
+             "new = lmbda.detach() - lr * violation"),
+    ), ("tests/functional/test_gradnorm.py",)),
+)
+
+
+def check_applicable(mutant: Mutant) -> list[str]:
+    """Problems with a mutant's edits on the current tree (empty when it applies cleanly)."""
+    problems = []
+    for edit in mutant.edits:
+        path = ROOT / edit.path
+        if not path.is_file():
+            problems.append(f"{mutant.name}: {edit.path} does not exist")
+            continue
+        count = path.read_text().count(edit.old)
+        if count != 1:
+            problems.append(f"{mutant.name}: {edit.old!r} occurs {count} times in {edit.path} (must be once)")
+        if edit.old == edit.new:
+            problems.append(f"{mutant.name}: an edit changes nothing")
+    return problems
+
+
+def run_mutant(mutant: Mutant, full: bool) -> tuple[bool, float]:
+    """Apply, run the tests, restore; returns (killed, seconds)."""
+    originals: dict[Path, str] = {}
+    try:
+        for edit in mutant.edits:
+            path = ROOT / edit.path
+            originals.setdefault(path, path.read_text())
+            path.write_text(path.read_text().replace(edit.old, edit.new, 1))
+        tests = [] if full else list(mutant.tests)
+        with tempfile.TemporaryDirectory() as cache:
+            # A fresh bytecode cache: a mutant of the same size written within the same second
+            # as the original must not be served from a stale .pyc.
+            env = {**os.environ, "PYTHONPYCACHEPREFIX": cache}
+            start = time.perf_counter()
+            proc = subprocess.run(
+                [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
+                cwd=ROOT, env=env, capture_output=True, text=True, check=False,
+            )
+        seconds = time.perf_counter() - start
+        if proc.returncode == 5:
+            raise RuntimeError(f"{mutant.name}: no tests collected from {tests}")
+        return proc.returncode != 0, seconds
+    finally:
+        for path, text in originals.items():
+            path.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-k", default="", help="run only mutants whose name contains this")
+    parser.add_argument("--full", action="store_true", help="run the whole default suite for each mutant")
+    parser.add_argument("--list", action="store_true", help="list the mutants and exit")
+    args = parser.parse_args(argv)
+    selected = [m for m in MUTANTS if args.k in m.name]
+    if args.list:
+        for m in selected:
+            print(f"{m.name}: {m.bug}  [{', '.join(m.tests)}]")
+        return 0
+    problems = [p for m in selected for p in check_applicable(m)]
+    if problems:
+        print("\n".join(problems), file=sys.stderr)
+        return 2
+    survivors = []
+    for m in selected:
+        killed, seconds = run_mutant(m, args.full)
+        print(f"{'killed  ' if killed else 'SURVIVED'} {m.name:<28} {seconds:6.1f} s  {m.bug}", flush=True)
+        if not killed:
+            survivors.append(m.name)
+    print(f"{len(selected) - len(survivors)} of {len(selected)} mutants killed"
+          + (f"; survivors: {', '.join(survivors)}" if survivors else ""))
+    return 1 if survivors else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
