@@ -63,7 +63,8 @@ MUTANTS: tuple[Mutant, ...] = (
         Edit(MENTORING, "(flat[n] - beta * g_pair[n])", "(flat[n] - 2 * beta * g_pair[n])"),
     ), (T_MENTORING,)),
     Mutant("neighbourhood_delta_squared", "the method's neighbourhood drawn with δ² instead of δ", (
-        Edit(TRI, "neighbourhood(x, k, self.hparams.delta, noise=", "neighbourhood(x, k, self.hparams.delta ** 2, noise="),
+        Edit(TRI, "neighbourhood(x, k, self.hparams.delta, noise=",
+             "neighbourhood(x, k, self.hparams.delta ** 2, noise="),
     ), ("tests/methods/test_trimentoring.py",)),
     Mutant("pair_loss_eps_1e-8", "pair-loss epsilon 1e-8 instead of 1e-9", (
         Edit(MENTORING, "EPS = 1e-9", "EPS = 1e-8"),
