@@ -39,8 +39,8 @@ from _common import (  # noqa: E402
 
 quiet_lightning()
 
-import pytorch_lightning as pl  # noqa: E402
 
+from lightning_mbo.cli import MBOTrainer  # noqa: E402
 from lightning_mbo.data.datamodule import MBODataModule  # noqa: E402
 from lightning_mbo.methods.surrogate import Surrogate  # noqa: E402
 
@@ -69,7 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # --------------------------------------------------------------------------- Lightning runs
-def make_trainer(device: torch.device, epochs: int, val: bool, **extra) -> pl.Trainer:
+def make_trainer(device: torch.device, epochs: int, val: bool, **extra) -> MBOTrainer:
     kw = dict(
         max_epochs=epochs,
         logger=False,
@@ -83,7 +83,7 @@ def make_trainer(device: torch.device, epochs: int, val: bool, **extra) -> pl.Tr
     if not val:
         kw.update(limit_val_batches=0, num_sanity_val_steps=0)
     kw.update(extra)
-    return pl.Trainer(**kw)
+    return MBOTrainer(**kw)
 
 
 def fit_once(dm: MBODataModule, members: int, hidden: tuple[int, ...], seed: int, device: torch.device,

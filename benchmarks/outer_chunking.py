@@ -1,6 +1,6 @@
 """How many training rows per chunk should Tri-mentoring's outer pass take?
 
-Times :func:`lightning_mbo.functional.mentoring.outer_dot` (the batched backend's pass over the
+Times :func:`lightning_mbo.functional.outer_dot.outer_dot` (the batched backend's pass over the
 whole training set, once per mentoring step) on TFBind8's N = 32,898 visible rows for
 ``--copies`` stacked proxy copies (128 candidates x 3 proxies = 384 in a real run), at several
 chunk sizes: the package's own choice (``auto_chunk``) and the ``--chunks`` given. The chunk
@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import add_device_args, device_line, load_line, median, setup_device, table, timed, versions_line  # noqa: E402
 
 from lightning_mbo.data.datamodule import MBODataModule  # noqa: E402
-from lightning_mbo.functional.mentoring import auto_chunk, outer_dot  # noqa: E402
+from lightning_mbo.functional.outer_dot import auto_chunk, outer_dot  # noqa: E402
 
 CPU_HIDDEN = (64, 64)
 

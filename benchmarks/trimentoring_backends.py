@@ -57,9 +57,10 @@ quiet_lightning()
 
 import pytorch_lightning as pl  # noqa: E402
 
+from lightning_mbo.cli import MBOTrainer  # noqa: E402
 from lightning_mbo.data.datamodule import MBODataModule  # noqa: E402
-from lightning_mbo.functional.ascent import gradient_ascent  # noqa: E402
 from lightning_mbo.methods.trimentoring import TriMentoring  # noqa: E402
+from lightning_mbo.search import gradient_ascent  # noqa: E402
 
 CPU_HIDDEN = (64, 64)
 FULL_CANDIDATES, FULL_STEPS = 128, 100  # the protocol's candidates and TFBind8's ascent steps
@@ -126,7 +127,7 @@ def pretrain(dm: MBODataModule, hidden: tuple[int, ...], epochs: int, device: to
     model = TriMentoring(dm.input_dim, hidden=hidden)
     timer = EpochTimer(device)
     if epochs > 0:
-        trainer = pl.Trainer(
+        trainer = MBOTrainer(
             max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
             enable_model_summary=False, num_sanity_val_steps=0, callbacks=[timer],
             accelerator="gpu" if device.type == "cuda" else "cpu",
@@ -143,14 +144,15 @@ def ascend(proxies: TriMentoring, backend: str, dm: MBODataModule, x0: torch.Ten
                          outer_precision=precision)
     model.load_state_dict(proxies.state_dict())
     model = model.to(device).eval()
-    cfg = model.ascent_defaults(dm)
+    data = dm.search_data()
+    cfg = model.search_defaults(data)
 
     def run():
-        objective, hook = model.ascent_objective(x0, dm, torch.arange(len(x0), device=device), len(x0))
-        return gradient_ascent(x0, objective, steps, cfg["lr"], cfg["optimizer"], hook)
+        search = model.search_objective(x0, data, torch.arange(len(x0), device=device), len(x0))
+        return gradient_ascent(x0, search.score, steps, cfg.lr, cfg.optimizer, search.before_step)
 
     wall, cpu, result = timed(run, device)
-    return wall, cpu, result, dict(model.ascent_stats)
+    return wall, cpu, result, result.stats
 
 
 def auto_chunk(requested: int | None, candidates: int, hidden: tuple[int, ...], n: int,

@@ -24,7 +24,17 @@ DEFAULT_CONFIG = Path(__file__).parent / "default.yaml"
 
 
 class MBOTrainer(Trainer):
-    """A Trainer with one more entry point: design ascent on a saved checkpoint."""
+    """A Trainer that connects the datamodule to the model before fitting, with one more entry
+    point: design search on a saved checkpoint."""
+
+    def fit(self, model: LightningModule, train_dataloaders: Any = None, val_dataloaders: Any = None,
+            datamodule: Any = None, *args: Any, **kwargs: Any) -> None:
+        """``Trainer.fit``, after telling an :class:`MBODataModule` how many stacked members the
+        model trains and whether each gets its own split."""
+        dm = datamodule if datamodule is not None else train_dataloaders
+        if isinstance(dm, MBODataModule) and isinstance(model, Surrogate):
+            dm.connect(members=model.num_members, per_member_split=model.per_member_split)
+        super().fit(model, train_dataloaders, val_dataloaders, datamodule, *args, **kwargs)
 
     def ascend(self, model: LightningModule, datamodule: MBODataModule, ckpt_path: str | None = None) -> Any:
         """Re-run design ascent and oracle scoring on ``ckpt_path`` without retraining.
@@ -44,7 +54,7 @@ class MBOTrainer(Trainer):
         dm_state = ckpt.get(type(datamodule).__qualname__)
         if dm_state:
             datamodule.load_state_dict(dm_state)
-        callbacks = [c for c in self.callbacks if isinstance(c, DesignAscent)] or [DesignAscent()]
+        callbacks = [c for c in self.callbacks if isinstance(c, DesignAscent)] or [DesignAscent()]  # --ascent.*
         model.trainer = self
         self.strategy.connect(model)
         model.to(self.strategy.root_device)
@@ -56,6 +66,8 @@ class MBOCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.input_dim", "model.init_args.input_dim", apply_on="instantiate")
+        # Design search is always on, its settings under one key for every subcommand (--ascent.*).
+        parser.add_lightning_class_args(DesignAscent, "ascent")
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:

@@ -261,3 +261,39 @@ def test_default_run_reaches_095(tmp_path, monkeypatch):
     results = json.loads((Path(cli.trainer.log_dir) / "results.json").read_text())
     assert results["task"] == "TFBind8-Exact-v0" and results["method"] == "grad_ascent"
     assert results["score_100th"] >= 0.95
+
+
+def test_ascend_search_settings_from_the_command_line(quick_run, tmp_path, monkeypatch):
+    """``ascend --ckpt_path ... --ascent.steps 20``: the search runs 20 steps (the method's default
+    is 200) at the given step size, and results.json says so."""
+    _, log_dir, _ = quick_run
+    monkeypatch.chdir(tmp_path)
+    cli = main(["ascend", "--config", str(ENS_MEAN), "--config", str(QUICK), "--ckpt_path",
+                str(log_dir / "checkpoints" / "last.ckpt"), "--trainer.logger.init_args.save_dir",
+                str(tmp_path / "logs"), "--ascent.steps", "20", "--ascent.lr", "0.1", *QUIET])
+    out = Path(cli.trainer.log_dir)
+    results = json.loads((out / "results.json").read_text())
+    assert results["ascent"] == {"steps": 20, "lr": 0.1, "optimizer": "sgd"}
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(out), size_guidance={"scalars": 0})
+    acc.Reload()
+    assert len(acc.Scalars("design/predicted_mean")) == 21  # one point per step plus the end
+
+
+def test_fit_search_settings_from_the_command_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cli = main(["fit", "--config", str(ENS_MEAN), "--config", str(QUICK), "--trainer.max_epochs", "1",
+                "--data.max_samples", "1000", "--model.init_args.hidden", "[16, 16]", "--ascent.steps", "7",
+                "--ascent.optimizer", "adam", "--trainer.logger.init_args.save_dir", str(tmp_path / "logs"), *QUIET])
+    results = json.loads((Path(cli.trainer.log_dir) / "results.json").read_text())
+    assert results["ascent"] == {"steps": 7, "lr": pytest.approx(0.01 * 24**0.5), "optimizer": "adam"}
+
+
+@pytest.mark.parametrize("bad", [["--ascent.steps", "-1"], ["--ascent.lr", "-0.1"], ["--ascent.optimizer", "lbfgs"]])
+def test_bad_search_settings_are_refused(bad, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises((SystemExit, ValueError)):  # before anything trains
+        main(["fit", "--config", str(ENS_MEAN), "--config", str(QUICK), "--trainer.max_epochs", "1",
+              "--data.max_samples", "1000", "--model.init_args.hidden", "[16, 16]", *bad,
+              "--trainer.logger.init_args.save_dir", str(tmp_path / "logs"), *QUIET])

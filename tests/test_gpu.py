@@ -22,7 +22,7 @@ pytestmark = [
 def test_fit_and_ascent_on_cuda(tmp_path, config):
     main(["fit", "--config", str(REPO / "configs/tfbind8" / config), "--config", str(REPO / "configs/quick.yaml"),
           "--trainer.accelerator=gpu", "--trainer.devices=1", "--trainer.max_epochs=2",
-          "--model.init_args.ascent_steps=10", "--trainer.enable_progress_bar=false",
+          "--ascent.steps=10", "--trainer.enable_progress_bar=false",
           f"--trainer.logger.init_args.save_dir={tmp_path}", "--trainer.logger.init_args.name=gpu",
           "--trainer.logger.init_args.version=v"])
     results = json.loads((tmp_path / "gpu" / "v" / "results.json").read_text())

@@ -16,7 +16,7 @@ import torch
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 
 from lightning_mbo.callbacks import DesignAscent
-from lightning_mbo.cli import main
+from lightning_mbo.cli import MBOTrainer, main
 from lightning_mbo.data import MBODataModule
 from lightning_mbo.methods import Ignite, Surrogate
 
@@ -27,7 +27,7 @@ SMALL = [
     "--config", str(REPO / "configs/tfbind8/ens_mean_ignite.yaml"),
     "--trainer.max_epochs=2",
     "--model.init_args.hidden=[32, 32]",
-    "--model.init_args.ascent_steps=20",
+    "--ascent.steps=20",
     "--data.max_samples=2000",
     "--data.drop_last=true",
     "--trainer.enable_progress_bar=false",
@@ -52,7 +52,7 @@ def _starting_designs() -> np.ndarray:
 
 # Surrogates trained and ascended hard enough that most designs move (lr 1e-2, 200 ascent steps),
 # so design and score checks can fail.
-MOVING = ["--model.init_args.lr=0.01", "--model.init_args.ascent_steps=200"]
+MOVING = ["--model.init_args.lr=0.01", "--ascent.steps=200"]
 
 
 def test_two_process_ddp_fit_equals_one_process(tmp_path):
@@ -86,8 +86,8 @@ class _Crash(Callback):
             raise RuntimeError("simulated kill")
 
 
-def _trainer(root: Path, *callbacks: Callback) -> pl.Trainer:
-    return pl.Trainer(
+def _trainer(root: Path, *callbacks: Callback) -> MBOTrainer:
+    return MBOTrainer(
         max_epochs=4, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
         callbacks=[ModelCheckpoint(dirpath=root, save_last=True), *callbacks], default_root_dir=root,
     )
@@ -107,8 +107,8 @@ def _small_run(root: Path, crash_at: int | None = None, ckpt: str | None = None)
     # lr 1e-2: the members' validation Pearson peaks before the last epoch, so the best-epoch
     # weights differ from the last ones, and 200 ascent steps move most designs.
     model = Surrogate(dm.input_dim, members=2, hidden=(32, 32), lr=1e-2, ignite=Ignite(lambda_lr=0.05),
-                      select_best=True, ascent_steps=200)
-    ascent, last = DesignAscent(output_dir=str(root)), _LastEpochWeights()
+                      select_best=True)
+    ascent, last = DesignAscent(steps=200, output_dir=str(root)), _LastEpochWeights()
     callbacks = [ascent, last] + ([_Crash(crash_at)] if crash_at is not None else [])
     trainer = _trainer(root, *callbacks)
     if crash_at is not None:
@@ -142,7 +142,7 @@ def test_command_line_resume_with_ckpt_path(tmp_path):
     of 4 epochs and resumed from its last checkpoint ends as an uninterrupted 4-epoch run."""
     every_epoch = tmp_path / "every_epoch.yaml"
     every_epoch.write_text(
-        "trainer:\n  callbacks:\n    - class_path: lightning_mbo.callbacks.DesignAscent\n"
+        "trainer:\n  callbacks:\n"
         "    - class_path: pytorch_lightning.callbacks.ModelCheckpoint\n"
         "      init_args: {save_last: true, every_n_epochs: 1}\n"
     )
@@ -199,7 +199,7 @@ def test_benchmark_runner_writes_table_and_skips_finished_runs(tmp_path):
     cfg.write_text(
         f"output_dir: {tmp_path / 'grid'}\nlabel: test scale\nseeds: [0, 1]\n"
         "args: ['--trainer.max_epochs=1', '--data.max_samples=1500', '--model.init_args.hidden=[16, 16]',"
-        " '--model.init_args.ascent_steps=5', '--trainer.accelerator=cpu']\n"
+        " '--ascent.steps=5', '--trainer.accelerator=cpu']\n"
         "runs:\n"
         f"  - name: ga\n    configs: [{REPO / 'configs/tfbind8/grad_ascent.yaml'}]\n"
         f"  - name: ens\n    configs: [{REPO / 'configs/tfbind8/ens_mean.yaml'}]\n"
@@ -223,7 +223,7 @@ def test_benchmark_runner_writes_table_and_skips_finished_runs(tmp_path):
 
 def test_replicates_are_independent_runs_with_their_own_rows(tmp_path):
     """Seeds as a batch dimension: R stacked runs, each its own init, ascent and results row."""
-    main(["fit", *SMALL, "--trainer.max_epochs=2", "--model.init_args.ascent_steps=200",
+    main(["fit", *SMALL, "--trainer.max_epochs=2", "--ascent.steps=200",
           "--model.init_args.replicates=2", "--model.init_args.members=2",
           f"--trainer.logger.init_args.save_dir={tmp_path}", "--trainer.logger.init_args.name=rep",
           "--trainer.logger.init_args.version=v"])

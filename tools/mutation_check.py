@@ -45,6 +45,7 @@ class Mutant:
 
 
 MENTORING = "lightning_mbo/functional/mentoring.py"
+MENTORING_HIGHER = "lightning_mbo/functional/mentoring_higher.py"
 TRI = "lightning_mbo/methods/trimentoring.py"
 SURROGATE = "lightning_mbo/methods/surrogate.py"
 BENCH = "lightning_mbo/benchmark.py"
@@ -54,12 +55,12 @@ T_SCALE = "tests/test_scale.py"
 
 MUTANTS: tuple[Mutant, ...] = (
     Mutant("soft_label_ascent", "soft-label step (paper Eq. 9) ascends the outer MSE, in both backends", (
-        Edit(MENTORING, "s_full[mask] = (s_full[mask] - lambda_s * g_s[mask])",
+        Edit(MENTORING_HIGHER, "s_full[mask] = (s_full[mask] - lambda_s * g_s[mask])",
              "s_full[mask] = (s_full[mask] + lambda_s * g_s[mask])"),
         Edit(MENTORING, "(s_a - lambda_s * g_s).clamp(0.0, 1.0)", "(s_a + lambda_s * g_s).clamp(0.0, 1.0)"),
     ), (T_MENTORING,)),
     Mutant("mentoring_two_beta", "mentoring step of 2β instead of β, in both backends", (
-        Edit(MENTORING, "p.sub_(beta * g)", "p.sub_(2 * beta * g)"),
+        Edit(MENTORING_HIGHER, "p.sub_(beta * g)", "p.sub_(2 * beta * g)"),
         Edit(MENTORING, "(flat[n] - beta * g_pair[n])", "(flat[n] - 2 * beta * g_pair[n])"),
     ), (T_MENTORING,)),
     Mutant("neighbourhood_delta_squared", "the method's neighbourhood drawn with δ² instead of δ", (
@@ -76,7 +77,7 @@ MUTANTS: tuple[Mutant, ...] = (
         Edit(SURROGATE, 'agg = mean.mean(1) if self.aggregate == "mean" else mean.min(1).values', "agg = mean.mean(1)"),
     ), (T_SURROGATE,)),
     Mutant("ascent_step_d", "design-baselines' step 0.01·D instead of 0.01·√D", (
-        Edit(SURROGATE, "lr = 0.01 * math.sqrt(self.hparams.input_dim)", "lr = 0.01 * self.hparams.input_dim"),
+        Edit(SURROGATE, "lr=0.01 * math.sqrt(data.input_dim)", "lr=0.01 * data.input_dim"),
     ), (T_SURROGATE,)),
     Mutant("reported_norm_without_rho", "results report ‖∇h‖ as ρ‖∇h‖ (no ρ)", (
         Edit("lightning_mbo/methods/ignite.py", '"rho_grad_norm": (s.rho * self.norm_ema).tolist()',
@@ -92,12 +93,12 @@ MUTANTS: tuple[Mutant, ...] = (
         Edit(BENCH, 'f"--seed_everything={seed}", f"--data.seed={seed}",', '"--seed_everything=0", "--data.seed=0",'),
     ), ("tests/test_benchmark.py",)),
     Mutant("ascent_never_moves", "design ascent takes no step", (
-        Edit("lightning_mbo/callbacks/design_ascent.py", 'gradient_ascent(x0[mine], objective, cfg["steps"],',
-             "gradient_ascent(x0[mine], objective, 0,"),
+        Edit("lightning_mbo/callbacks/design_ascent.py", "gradient_ascent(x0[mine], objective.score, settings.steps,",
+             "gradient_ascent(x0[mine], objective.score, 0,"),
     ), (f"{T_SCALE}::test_resume_from_last_checkpoint_matches_uninterrupted_run",)),
     Mutant("rank_never_ascends", "under DDP, ranks other than 0 never ascend", (
-        Edit("lightning_mbo/callbacks/design_ascent.py", 'gradient_ascent(x0[mine], objective, cfg["steps"],',
-             'gradient_ascent(x0[mine], objective, cfg["steps"] if rank == 0 else 0,'),
+        Edit("lightning_mbo/callbacks/design_ascent.py", "gradient_ascent(x0[mine], objective.score, settings.steps,",
+             "gradient_ascent(x0[mine], objective.score, settings.steps if rank == 0 else 0,"),
     ), (f"{T_SCALE}::test_two_process_ddp_fit_equals_one_process",)),
     Mutant("resume_skips_best_state", "a resumed run does not restore the best-epoch weights it saved", (
         Edit(SURROGATE, 'self._best_state = checkpoint.get("best_state")', "self._best_state = None"),

@@ -16,8 +16,8 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_info
 
-from lightning_mbo.functional.ascent import AscentOptimizer, gradient_ascent
 from lightning_mbo.functional.metrics import score_percentiles
+from lightning_mbo.search import AscentOptimizer, Searchable, SearchData, SearchSettings, gradient_ascent
 
 
 def atomic_write(path: Path, write) -> None:
@@ -42,19 +42,22 @@ def save_json(path: Path, obj: dict[str, Any]) -> None:
 
 
 class DesignAscent(Callback):
-    """Design ascent and oracle scoring once fitting ends.
+    """Design search and oracle scoring once fitting ends (``--ascent.*`` on the command line).
 
-    Takes the top ``num_candidates`` visible designs from the datamodule, ascends the
-    model's objective (the model supplies it, and Tri-mentoring a per-step hook), decodes the
-    final designs, scores them once with the oracle and logs the normalised 100th/80th/50th
-    percentiles. Writes ``designs.npy`` (raw designs), ``scores.npy`` (raw oracle scores) and
-    ``results.json`` atomically into the run's log directory. Under DDP the candidates are split
-    across ranks and gathered before rank 0 scores and writes.
+    The one home of the search settings: what is set here wins, the rest comes from the
+    method's :meth:`~lightning_mbo.search.Searchable.search_defaults`. Takes the top
+    ``num_candidates`` visible designs from the datamodule, hands the method the training data
+    (:class:`~lightning_mbo.search.SearchData`), ascends the objective the method returns (with
+    its per-step hook, if any), decodes the final designs, scores them once with the oracle and
+    logs the normalised 100th/80th/50th percentiles. Writes ``designs.npy`` (raw designs),
+    ``scores.npy`` (raw oracle scores) and ``results.json`` atomically into the run's log
+    directory. Under DDP the candidates are split across ranks and gathered before rank 0
+    scores and writes.
 
     Args:
-        steps: ascent steps (``null``: the model's default).
-        lr: ascent step size (``null``: the model's default).
-        optimizer: ``sgd`` or ``adam`` (``null``: the model's default).
+        steps: ascent steps (``null``: the method's default).
+        lr: ascent step size (``null``: the method's default).
+        optimizer: ``sgd`` or ``adam`` (``null``: the method's default).
         num_candidates: designs handed back (the protocol's 128).
         output_dir: where results go (``null``: the trainer's log directory).
     """
@@ -67,6 +70,10 @@ class DesignAscent(Callback):
         num_candidates: int = 128,
         output_dir: str | None = None,
     ) -> None:
+        if steps is not None and steps < 0:
+            raise ValueError(f"--ascent.steps must be >= 0, got {steps}")
+        if lr is not None and not lr > 0:
+            raise ValueError(f"--ascent.lr must be > 0, got {lr} (a negative step size descends)")
         self.steps, self.lr, self.optimizer = steps, lr, optimizer
         self.num_candidates = num_candidates
         self.output_dir = output_dir
@@ -91,21 +98,25 @@ class DesignAscent(Callback):
             if moved:
                 pl_module.cpu()
 
-    def settings(self, pl_module: pl.LightningModule, datamodule: Any = None) -> dict[str, Any]:
-        """The ascent's steps, lr and optimizer: this callback's, else the model's defaults."""
-        out = dict(pl_module.ascent_defaults(datamodule))
+    def settings(self, pl_module: Searchable, data: SearchData) -> SearchSettings:
+        """The search's steps, lr and optimizer: this callback's, else the method's defaults."""
+        out = pl_module.search_defaults(data).as_dict()
         for key in ("steps", "lr", "optimizer"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
-        return out
+        return SearchSettings(**out)
 
     def run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, datamodule) -> dict[str, Any] | None:
         """Ascend, score, log and write; returns the results on rank 0 (None elsewhere)."""
         t0 = time.perf_counter()
         fit_seconds = t0 - self._fit_start if self._fit_start is not None else 0.0
-        cfg = self.settings(pl_module, datamodule)
+        if not isinstance(pl_module, Searchable):
+            raise TypeError(f"{type(pl_module).__name__} does not offer design search: implement "
+                            "lightning_mbo.search.Searchable (search_defaults, search_objective, ...)")
+        data = datamodule.search_data()
+        settings = self.settings(pl_module, data)
         # Seeds as a batch dimension: every replicate ascends its own copy of the starting designs.
-        reps = int(getattr(pl_module, "replicates", 1))
+        reps = pl_module.replicates
         total = reps * self.num_candidates
         x0 = datamodule.starting_designs(self.num_candidates).to(pl_module.device).repeat(reps, 1)
         rank, world = trainer.global_rank, trainer.world_size
@@ -114,8 +125,9 @@ class DesignAscent(Callback):
         mine = torch.arange(total, device=x0.device).tensor_split(world)[rank]
         was_training = pl_module.training
         pl_module.eval()
-        objective, hook = pl_module.ascent_objective(x0[mine], datamodule, mine, total)
-        result = gradient_ascent(x0[mine], objective, cfg["steps"], cfg["lr"], cfg["optimizer"], hook)
+        objective = pl_module.search_objective(x0[mine], data, mine, total)
+        result = gradient_ascent(x0[mine], objective.score, settings.steps, settings.lr, settings.optimizer,
+                                 objective.before_step)
         pl_module.train(was_training)
         x, traj = result.x, result.trajectory
         if world > 1:
@@ -142,7 +154,7 @@ class DesignAscent(Callback):
                 **score_percentiles(normalized[idx]),
                 "best_visible": task.best_visible,
                 "num_candidates": self.num_candidates,
-                "ascent": cfg,
+                "ascent": settings.as_dict(),
                 "mean_predicted_final": float(pred[-1, idx].mean()),
                 **pl_module.method_summary(r),
                 "device": str(x0.device),
@@ -152,7 +164,7 @@ class DesignAscent(Callback):
             })
         results = rows[0] if reps == 1 else {**{k: rows[0][k] for k in ("task", "method", "seed")}, "runs": rows}
         self.results = results
-        self._log(trainer, pl_module, rows, pred, normalized, getattr(pl_module, "ascent_stats", {}))
+        self._log(trainer, pl_module, rows, pred, normalized, result.stats)
         shape = (reps, self.num_candidates) if reps > 1 else (self.num_candidates,)
         save_npy(out / "designs.npy", designs.reshape(*shape, *designs.shape[1:]))
         save_npy(out / "scores.npy", scores.reshape(shape))

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 
+from lightning_mbo.search.contract import SearchData
 from lightning_mbo.tasks.task import Subsample, Task
 
 
@@ -84,9 +85,10 @@ class MBODataModule(pl.LightningDataModule):
     ascent needs: starting points, decoding, the oracle and normalised scoring.
 
     The task is loaded when the module is built, so ``input_dim`` is known at once (the CLI
-    links it into the model). How many stacked members the model trains, and whether each
-    gets its own train/validation split, is read from the model when the loaders are built
-    (its ``num_members`` and ``per_member_split`` attributes).
+    links it into the model). How many stacked members the batches are for, and whether each
+    member gets its own train/validation split, is handed in by :meth:`connect` before fitting
+    (:class:`~lightning_mbo.cli.MBOTrainer` does it from the model; a plain ``pl.Trainer``
+    user calls it).
 
     Args:
         task: design-bench task name, e.g. ``TFBind8-Exact-v0``.
@@ -98,7 +100,6 @@ class MBODataModule(pl.LightningDataModule):
         subsample: how max_samples rows are chosen: ``random`` (seeded) or ``stride`` (over y-sorted rows).
         normalize_x: z-score the (encoded) designs.
         normalize_y: z-score the scores.
-        num_starts: number of starting designs for ascent (the top visible ones).
         seed: seed of splits, subsampling and data order.
         drop_last: drop the last incomplete training batch.
     """
@@ -113,7 +114,6 @@ class MBODataModule(pl.LightningDataModule):
         subsample: Subsample = "random",
         normalize_x: bool = True,
         normalize_y: bool = True,
-        num_starts: int = 128,
         seed: int = 0,
         drop_last: bool = False,
     ) -> None:
@@ -142,18 +142,30 @@ class MBODataModule(pl.LightningDataModule):
         if not 0 <= n_val < n:
             raise ValueError(f"val_size={val_size} leaves no training rows out of {n}")
         self.n_val = n_val
+        self.members, self.per_member_split = 1, False
         self.train_rows: Tensor | None = None
         self.val_rows: Tensor | None = None
+
+    def connect(self, members: int, per_member_split: bool = False) -> None:
+        """Settings known only once the model is: how many stacked members each batch feeds.
+
+        Args:
+            members: stacked networks the model trains (members of every replicate); each
+                gets its own data order.
+            per_member_split: each member draws its own train/validation split (else one split
+                for all).
+        """
+        if members < 1:
+            raise ValueError(f"members must be >= 1, got {members}")
+        if (members, per_member_split) != (self.members, self.per_member_split):
+            self.members, self.per_member_split = int(members), bool(per_member_split)
+            self.train_rows = self.val_rows = None  # split again for the new layout
 
     # --- what the rest of the framework asks for -----------------------------------------
     @property
     def input_dim(self) -> int:
         """Flattened size of an encoded design."""
         return self.task.input_dim
-
-    def _model_attr(self, name: str, default):
-        model = self.trainer.lightning_module if self.trainer is not None else None
-        return getattr(model, name, default)
 
     def split(self, members: int, per_member: bool) -> tuple[Tensor, Tensor]:
         """``(M, n_train)`` and ``(M, n_val)`` row indices, seeded; one split for all members
@@ -165,9 +177,7 @@ class MBODataModule(pl.LightningDataModule):
         return perms[:, self.n_val:].contiguous(), perms[:, :self.n_val].contiguous()
 
     def setup(self, stage: str | None = None) -> None:
-        members = int(self._model_attr("num_members", 1))
-        per_member = bool(self._model_attr("per_member_split", False))
-        self.train_rows, self.val_rows = self.split(members, per_member)
+        self.train_rows, self.val_rows = self.split(self.members, self.per_member_split)
 
     def _epoch(self) -> int:
         return self.trainer.current_epoch if self.trainer is not None else 0
@@ -186,10 +196,14 @@ class MBODataModule(pl.LightningDataModule):
         ds = MemberBatches(self.x, self.y, self.val_rows, 4096, False, self.hparams.seed)
         return DataLoader(ds, batch_size=None)
 
-    def starting_designs(self, k: int | None = None) -> Tensor:
+    def starting_designs(self, k: int) -> Tensor:
         """The ``k`` best visible designs, normalised features ``(k, input_dim)``."""
-        raw, _ = self.task.top_k(k or self.hparams.num_starts)
+        raw, _ = self.task.top_k(k)
         return self.normalize_x(self.task.encode(raw))
+
+    def search_data(self) -> SearchData:
+        """What design search hands the method: all visible rows, normalised, and the task's kind."""
+        return SearchData(x=self.x, y=self.y, discrete=self.task.is_discrete)
 
     def normalize_x(self, features: Tensor) -> Tensor:
         return (features - self.x_mean.to(features)) / self.x_std.to(features)

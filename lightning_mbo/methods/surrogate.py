@@ -7,6 +7,7 @@ IGNITE constraint (``ignite=``) plugs into all of them through one training step
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
@@ -17,22 +18,23 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torchmetrics.regression import PearsonCorrCoef
 
-from lightning_mbo.functional.ascent import AscentOptimizer
 from lightning_mbo.methods.ignite import GradNormConstraint, Ignite
 from lightning_mbo.nn import Activation, Init, StackedMLP
+from lightning_mbo.search import SearchData, SearchObjective, SearchSettings
 
 Head = Literal["gaussian", "mse"]
 Aggregate = Literal["mean", "min"]
 
 
 class Surrogate(pl.LightningModule):
-    """A stacked ensemble of ``members`` MLP surrogates and how designs ascend it.
+    """A stacked ensemble of ``members`` MLP surrogates, and what it offers design search.
 
-    Defaults are design-baselines' gradient-ascent settings (Trabucco et al. 2022; METHODS.md 2):
-    2x2048 leaky-ReLU MLP with a Gaussian head trained by negative log-likelihood, Adam 3e-4,
-    and ascent by 200 plain steps of size ``0.01 sqrt(D)``. ``members=5`` with ``aggregate``
-    ``mean`` or ``min`` gives Ens-Mean / Ens-Min. Members share one set of batched weights but
-    each has its own initialisation and (through the datamodule) its own data order.
+    Defaults are design-baselines' gradient-ascent settings (Trabucco et al., "Design-Bench",
+    ICML 2022): 2x2048 leaky-ReLU MLP with a Gaussian head trained by negative log-likelihood,
+    Adam 3e-4, and search by 200 plain steps of size ``0.01 sqrt(D)`` (:meth:`search_defaults`).
+    ``members=5`` with ``aggregate`` ``mean`` or ``min`` gives Ens-Mean / Ens-Min. Members share
+    one set of batched weights but each has its own initialisation and (through the datamodule)
+    its own data order. Implements :class:`~lightning_mbo.search.Searchable`.
 
     Args:
         input_dim: flattened design size (linked from the datamodule by the CLI).
@@ -50,12 +52,9 @@ class Surrogate(pl.LightningModule):
         replicates: independent runs stacked in this one module (seeds as a batch dimension):
             ``replicates * members`` networks, each replicate its own initialisation and data
             order, its own ascent and its own results row. 1 is one ordinary run.
-        ascent_steps: design-ascent steps.
-        ascent_lr: ascent step size; ``null`` means ``0.01 * sqrt(input_dim)`` (design-baselines).
-        ascent_optimizer: ``sgd`` (plain ``x + lr * grad``) or ``adam``.
     """
 
-    #: Each member draws its own train/validation split (read by the datamodule).
+    #: Each member draws its own train/validation split (handed to the datamodule's ``connect``).
     per_member_split = False
 
     def __init__(
@@ -73,14 +72,13 @@ class Surrogate(pl.LightningModule):
         ignite: Ignite | None = None,
         select_best: bool = False,
         replicates: int = 1,
-        ascent_steps: int = 200,
-        ascent_lr: float | None = None,
-        ascent_optimizer: AscentOptimizer = "sgd",
     ) -> None:
         super().__init__()
-        if type(self) is Surrogate:
-            # Subclasses save their own (full) signature, so load_from_checkpoint rebuilds them.
-            self.save_hyperparameters()
+        # Lightning collects the arguments of every __init__ in the call stack, so a subclass's
+        # settings are saved too; what a subclass fixes itself (TriMentoring's head) is left
+        # out, so load_from_checkpoint rebuilds the subclass from its own signature.
+        own = inspect.signature(type(self).__init__).parameters
+        self.save_hyperparameters(ignore=[k for k in inspect.signature(Surrogate.__init__).parameters if k not in own])
         self.automatic_optimization = False
         self.head, self.aggregate = head, aggregate
         if replicates < 1:
@@ -104,7 +102,7 @@ class Surrogate(pl.LightningModule):
     # --- the model ------------------------------------------------------------------------
     @property
     def num_members(self) -> int:
-        """Stacked networks: members of every replicate (read by the datamodule)."""
+        """Stacked networks: members of every replicate (handed to the datamodule's ``connect``)."""
         return self.hparams.members * self.replicates
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
@@ -163,9 +161,19 @@ class Surrogate(pl.LightningModule):
 
         return reduce
 
-    def training_step(self, batch: tuple[Tensor, Tensor] | tuple[Tensor, Tensor, int], batch_idx: int) -> None:
+    def _unpack(self, batch: tuple[Tensor, ...]) -> tuple[Tensor, Tensor, int | None]:
+        """``(x (M, b, D), y (M, b), global batch rows or None)`` of a datamodule batch."""
         x, y, *rest = batch
-        rows = int(rest[0]) if rest else None
+        if x.dim() == 3 and x.shape[0] != self.num_members:
+            raise ValueError(
+                f"the batches are for {x.shape[0]} stacked member(s) but the model stacks {self.num_members}: call "
+                "datamodule.connect(members=model.num_members, per_member_split=model.per_member_split) before "
+                "fitting (lightning_mbo.cli.MBOTrainer and the command line do it)"
+            )
+        return x, y, (int(rest[0]) if rest else None)
+
+    def training_step(self, batch: tuple[Tensor, Tensor] | tuple[Tensor, Tensor, int], batch_idx: int) -> None:
+        x, y, rows = self._unpack(batch)
         opt = self.optimizers()
         opt.zero_grad()
         mean, logstd = self(x)
@@ -209,9 +217,8 @@ class Surrogate(pl.LightningModule):
 
     # --- validation: Pearson per member, best-epoch selection ----------------------------
     def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
-        x, y, *rest = batch
+        x, y, rows = self._unpack(batch)
         mean, logstd = self(x)
-        rows = int(rest[0]) if rest else None
         self.log("val/loss", self.member_losses(mean, logstd, y, rows).mean(), sync_dist=True,
                  batch_size=y.shape[-1])
         if self.num_members > 1:
@@ -261,7 +268,7 @@ class Surrogate(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._best_state = checkpoint.get("best_state")
 
-    # --- design ascent ----------------------------------------------------------------------
+    # --- design search (lightning_mbo.search.Searchable) ------------------------------------
     def predict_designs(self, x: Tensor, replicate: Tensor | None = None) -> Tensor:
         """Aggregated predicted (normalised) score ``(N,)`` of designs ``(N, D)``.
 
@@ -279,35 +286,26 @@ class Surrogate(pl.LightningModule):
             return agg[0]
         return agg.gather(0, replicate.view(1, -1)).squeeze(0)
 
-    def ascent_objective(
-        self, x0: Tensor, datamodule: Any, candidate_ids: Tensor, num_total: int
-    ) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor, int], None] | None]:
-        """The objective design ascent maximises from ``x0``, and an optional per-step hook.
+    def search_objective(self, x0: Tensor, data: SearchData, candidate_ids: Tensor, num_total: int) -> SearchObjective:
+        """The aggregated prediction of each candidate's replicate (no per-step hook).
 
         Args:
             x0: ``(C, D)`` this process's starting designs (normalised features).
-            datamodule: the :class:`~lightning_mbo.data.MBODataModule` (training data, task).
+            data: the training set and task facts (unused here).
             candidate_ids: ``(C,)`` indices of these candidates among all ``num_total``.
             num_total: number of candidates over all processes.
-
-        Returns:
-            ``(objective, before_step)``: ``(C, D) -> (C,)`` and a hook called before each step
-            (``None`` here). Per-step statistics may be left in :attr:`ascent_stats`.
         """
-        self.ascent_stats: dict[str, list[float]] = {}
         replicate = self.replicate_of(candidate_ids, num_total)
-        return (lambda x: self.predict_designs(x, replicate)), None
+        return SearchObjective(lambda x: self.predict_designs(x, replicate))
 
     def replicate_of(self, candidate_ids: Tensor, num_total: int) -> Tensor:
         """Replicate of each candidate: candidates come in ``replicates`` blocks of ``num_total / replicates``."""
         return (candidate_ids // (num_total // self.replicates)).to(self.device)
 
-    def ascent_defaults(self, datamodule: Any = None) -> dict[str, Any]:
-        """Step count, step size and rule of this method's design ascent."""
-        lr = self.hparams.ascent_lr
-        if lr is None:
-            lr = 0.01 * math.sqrt(self.hparams.input_dim)
-        return {"steps": self.hparams.ascent_steps, "lr": lr, "optimizer": self.hparams.ascent_optimizer}
+    def search_defaults(self, data: SearchData) -> SearchSettings:
+        """design-baselines' gradient ascent (Trabucco et al. 2022): 200 plain steps
+        ``x ← x + 0.01 √D ∇f(x)`` from the top designs."""
+        return SearchSettings(steps=200, lr=0.01 * math.sqrt(data.input_dim), optimizer="sgd")
 
     def method_summary(self, replicate: int = 0) -> dict[str, Any]:
         """Method state worth reporting next to a replicate's scores (the IGNITE constraint's, if on)."""

@@ -1,7 +1,7 @@
 """Tri-mentoring: parallel proxies that mentor each other during design ascent.
 
 Chen, Beckham, Liu, Liu, Pal, "Parallel-mentoring for Offline Model-based Optimization",
-NeurIPS 2023 (METHODS.md 4). Three (in general ``P``) MLP proxies are pre-trained as one
+NeurIPS 2023 (arXiv 2309.11592). Three (in general ``P``) MLP proxies are pre-trained as one
 stacked module. During ascent every candidate gets its OWN copies of the proxies; before each
 Adam step on the candidate, the copies are mentored: pairwise labels on ``K`` neighbourhood
 points, majority voting, and for each proxy one SGD step of lr β on the pairs where it
@@ -11,27 +11,27 @@ disagrees with the consensus, with soft labels refined by one bi-level step.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from torch import Tensor
 
-from lightning_mbo.functional.ascent import AscentOptimizer
 from lightning_mbo.functional.mentoring import (
-    OuterPrecision,
     disagreement_mask,
     majority_vote,
     mentor_batched,
-    mentor_proxy_higher,
     neighbourhood,
     pair_indices,
     pairwise_labels,
     predict_stacked,
     summed_rank_labels,
 )
+from lightning_mbo.functional.mentoring_higher import mentor_proxy_higher
+from lightning_mbo.functional.outer_dot import OuterPrecision
 from lightning_mbo.methods.ignite import Ignite
 from lightning_mbo.methods.surrogate import Surrogate
 from lightning_mbo.nn import Activation, Init, member_module
+from lightning_mbo.search import SearchData, SearchObjective, SearchSettings
 
 Backend = Literal["batched", "higher"]
 
@@ -43,11 +43,11 @@ class TriMentoring(Surrogate):
     ``D -> 2048 -> 2048 -> 1``, MSE on z-scored y, Adam lr 0.1 with a per-epoch cosine decay to
     0, each proxy its own seed, data order and 90/10 split (set ``data.val_size: 0.1``), keeping
     each proxy's epoch with the best validation Pearson correlation. The released lr 0.1 makes
-    the proxies peak early and then collapse (METHODS.md 4); ``lr`` is a setting and
-    ``val/pearson_m*`` shows the effect.
+    the proxies peak early (validation Pearson about 0.34-0.41 on TFBind8) and then collapse to
+    a constant; ``lr`` is a setting and ``val/pearson_m*`` shows the effect.
 
-    Ascent: Adam on x, lr 0.1 and 100 steps for discrete tasks, 1e-3 and 200 for continuous
-    ones, maximising the mean of the candidate's own mentored proxies.
+    Search (:attr:`SEARCH_DISCRETE`, :attr:`SEARCH_CONTINUOUS`): Adam on x maximising the mean
+    of the candidate's own mentored proxies.
 
     Args:
         input_dim: flattened design size (linked from the datamodule).
@@ -62,9 +62,6 @@ class TriMentoring(Surrogate):
         select_best: keep each proxy's best-validation-Pearson epoch.
         replicates: independent runs stacked in this module (seeds as a batch dimension), each
             with its own ``members`` proxies, mentoring and results row.
-        ascent_steps: ascent steps (``null``: 100 for discrete tasks, 200 for continuous).
-        ascent_lr: Adam's lr on x (``null``: 0.1 discrete, 1e-3 continuous).
-        ascent_optimizer: ``adam`` (released) or ``sgd``.
         mentoring: mentor the proxies during ascent; ``false`` is plain mean-ensemble ascent.
         voting: consensus by majority vote; ``false`` ranks by the summed prediction (ablation).
         soft_labels: refine labels by the bi-level step; ``false`` uses hard labels (ablation).
@@ -75,12 +72,12 @@ class TriMentoring(Surrogate):
         backend: ``batched`` (all candidates at once, torch.func) or ``higher`` (one candidate and
             proxy at a time, the released algorithm; slow, the reference).
         data_chunk: rows of the training set per chunk in the outer MSE gradient (``null``: sized to
-            a memory budget, see :func:`lightning_mbo.functional.mentoring.auto_chunk`).
+            a memory budget, see :func:`lightning_mbo.functional.outer_dot.auto_chunk`).
         outer_precision: arithmetic of the outer MSE's large matrix products in the batched
             backend: ``float32`` (the released code's), ``tf32`` (TensorFloat-32 on a GPU's matrix
             units; no effect on CPU) or ``bfloat16`` (operands rounded, float32 accumulation).
             Only the soft-label gradient is affected; see
-            :func:`lightning_mbo.functional.mentoring.outer_dot`.
+            :func:`lightning_mbo.functional.outer_dot.outer_dot`.
         shared_proxies: NOT the released behaviour: one set of proxies (per replicate) is mentored
             for all candidates together, on the union of their neighbourhood pairs (pairs within
             each candidate's neighbourhood), so the outer MSE is paid once per step instead of once
@@ -89,6 +86,11 @@ class TriMentoring(Surrogate):
     """
 
     per_member_split = True
+
+    #: The released code's design search on discrete tasks (TFBind8, TFBind10): Adam, lr 0.1, 100 steps.
+    SEARCH_DISCRETE = SearchSettings(steps=100, lr=0.1, optimizer="adam")
+    #: ... and on continuous tasks (Superconductor, Ant, D'Kitty): Adam, lr 1e-3, 200 steps.
+    SEARCH_CONTINUOUS = SearchSettings(steps=200, lr=1e-3, optimizer="adam")
 
     def __init__(
         self,
@@ -103,9 +105,6 @@ class TriMentoring(Surrogate):
         ignite: Ignite | None = None,
         select_best: bool = True,
         replicates: int = 1,
-        ascent_steps: int | None = None,
-        ascent_lr: float | None = None,
-        ascent_optimizer: AscentOptimizer = "adam",
         mentoring: bool = True,
         voting: bool = True,
         soft_labels: bool = True,
@@ -133,8 +132,7 @@ class TriMentoring(Surrogate):
             ignite=ignite,
             select_best=select_best,
             replicates=replicates,
-        )  # the ascent settings are this class's own (see ascent_defaults)
-        self.save_hyperparameters()
+        )
         if neighbours < 2:
             raise ValueError(f"neighbours (K) must be >= 2 to form pairs, got {neighbours}")
         if backend not in ("batched", "higher"):
@@ -150,22 +148,18 @@ class TriMentoring(Surrogate):
             name += "_shared"
         return name + ("+ignite" if self.constraint is not None else "")
 
-    def ascent_defaults(self, datamodule: Any = None) -> dict[str, Any]:
-        discrete = bool(getattr(getattr(datamodule, "task", None), "is_discrete", True))
-        steps = self.hparams.ascent_steps if self.hparams.ascent_steps is not None else (100 if discrete else 200)
-        lr = self.hparams.ascent_lr if self.hparams.ascent_lr is not None else (0.1 if discrete else 1e-3)
-        return {"steps": steps, "lr": lr, "optimizer": self.hparams.ascent_optimizer}
+    def search_defaults(self, data: SearchData) -> SearchSettings:
+        return self.SEARCH_DISCRETE if data.discrete else self.SEARCH_CONTINUOUS
 
-    # --- ascent with mentoring ---------------------------------------------------------------
-    def ascent_objective(
-        self, x0: Tensor, datamodule: Any, candidate_ids: Tensor, num_total: int
-    ) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor, int], None] | None]:
-        self.ascent_stats = {"disagreement": [], "soft_label_drift": []}
+    # --- search with mentoring -------------------------------------------------------------
+    def search_objective(self, x0: Tensor, data: SearchData, candidate_ids: Tensor, num_total: int) -> SearchObjective:
+        """The mean of each candidate's own proxy copies, and the hook that mentors them before
+        every step (none with ``mentoring: false``). The hook reports ``disagreement`` (mean
+        pairs a proxy is mentored on) and ``soft_label_drift`` (mean |s - y^V| on them)."""
         replicate = self.replicate_of(candidate_ids, num_total)
         if not self.hparams.mentoring:
-            return (lambda x: self.predict_designs(x, replicate)), None
-        x_data = datamodule.x.to(self.device)
-        y_data = datamodule.y.to(self.device)
+            return SearchObjective(lambda x: self.predict_designs(x, replicate))
+        x_data, y_data = data.x.to(self.device), data.y.to(self.device)
         seed = self.hparams.mentoring_seed
         gen = torch.Generator().manual_seed(torch.initial_seed() if seed is None else seed)
         ids = candidate_ids.cpu()
@@ -176,12 +170,12 @@ class TriMentoring(Surrogate):
             return neighbourhood(x, k, self.hparams.delta, noise=torch.randn((num_total, k, d), generator=gen)[ids])
 
         if self.hparams.shared_proxies:
-            return self._shared_ascent(replicate, x_data, y_data, neighbourhoods)
+            return self._shared_search(replicate, x_data, y_data, neighbourhoods)
         # Each candidate's own copy of its replicate's P proxies: (C, P, ...).
         proxies = self._proxy_copies(replicate)
         if self.hparams.backend == "batched":
-            return self._batched_ascent(proxies, x_data, y_data, neighbourhoods)
-        return self._higher_ascent(proxies, x_data, y_data, neighbourhoods)
+            return self._batched_search(proxies, x_data, y_data, neighbourhoods)
+        return self._higher_search(proxies, x_data, y_data, neighbourhoods)
 
     def _proxy_copies(self, replicate: Tensor) -> dict[str, Tensor]:
         """Copies of the trained proxies of the given replicates: ``(len(replicate), P, ...)`` each."""
@@ -198,16 +192,18 @@ class TriMentoring(Surrogate):
         consensus = majority_vote(labels) if self.hparams.voting else summed_rank_labels(pred)
         return consensus, disagreement_mask(labels, consensus)
 
-    def _record(self, mask: Tensor, consensus: Tensor, soft: Tensor) -> None:
+    @staticmethod
+    def _stats(mask: Tensor, consensus: Tensor, soft: Tensor) -> dict[str, float]:
+        """One step's ``disagreement`` and ``soft_label_drift`` (see :meth:`search_objective`)."""
         drift = ((soft - consensus.unsqueeze(-2).to(soft)).abs() * mask).sum() / mask.sum().clamp(min=1)
-        self.ascent_stats["disagreement"].append(float(mask.sum(-1).float().mean()))
-        self.ascent_stats["soft_label_drift"].append(float(drift))
+        return {"disagreement": float(mask.sum(-1).float().mean()), "soft_label_drift": float(drift)}
 
     @torch.no_grad()
     def _mentor_step(self, state: dict[str, Tensor], x_nb: Tensor, x_data: Tensor, y_data: Tensor,
-                     pair_filter: Tensor | None = None) -> None:
+                     pair_filter: Tensor | None = None) -> dict[str, float]:
         """One mentoring step of the stacked proxy copies ``state`` ``(G, P, ...)`` on the
-        neighbourhoods ``x_nb`` ``(G, K, D)``; ``pair_filter`` keeps only some pairs."""
+        neighbourhoods ``x_nb`` ``(G, K, D)``; ``pair_filter`` keeps only some pairs. Returns the
+        step's statistics."""
         consensus, mask = self._consensus(predict_stacked(state, x_nb, self.hparams.activation))
         if pair_filter is not None:
             mask = mask & pair_filter
@@ -217,18 +213,20 @@ class TriMentoring(Surrogate):
             data_chunk=self.hparams.data_chunk, precision=self.hparams.outer_precision,
         )
         state.update(new)
-        self._record(mask, consensus, soft)
+        return self._stats(mask, consensus, soft)
 
-    def _batched_ascent(self, state: dict[str, Tensor], x_data: Tensor, y_data: Tensor, neighbourhoods):
-        def before_step(x: Tensor, t: int) -> None:
-            self._mentor_step(state, neighbourhoods(x), x_data, y_data)
+    def _batched_search(self, state: dict[str, Tensor], x_data: Tensor, y_data: Tensor,
+                        neighbourhoods: Callable[[Tensor], Tensor]) -> SearchObjective:
+        def before_step(x: Tensor, t: int) -> dict[str, float]:
+            return self._mentor_step(state, neighbourhoods(x), x_data, y_data)
 
         def objective(x: Tensor) -> Tensor:
             return predict_stacked(state, x.unsqueeze(1), self.hparams.activation)[..., 0].mean(-1)
 
-        return objective, before_step
+        return SearchObjective(objective, before_step)
 
-    def _shared_ascent(self, replicate: Tensor, x_data: Tensor, y_data: Tensor, neighbourhoods):
+    def _shared_search(self, replicate: Tensor, x_data: Tensor, y_data: Tensor,
+                       neighbourhoods: Callable[[Tensor], Tensor]) -> SearchObjective:
         """One proxy set per replicate, mentored on the pairs of all its candidates at once."""
         act, k = self.hparams.activation, self.hparams.neighbours
         groups, counts = replicate.unique_consecutive(return_counts=True)
@@ -240,15 +238,16 @@ class TriMentoring(Surrogate):
         i, j = pair_indices(n * k, self.device)
         within = (i // k) == (j // k)
 
-        def before_step(x: Tensor, t: int) -> None:
-            self._mentor_step(state, neighbourhoods(x).reshape(g, n * k, -1), x_data, y_data, within)
+        def before_step(x: Tensor, t: int) -> dict[str, float]:
+            return self._mentor_step(state, neighbourhoods(x).reshape(g, n * k, -1), x_data, y_data, within)
 
         def objective(x: Tensor) -> Tensor:
             return predict_stacked(state, x.reshape(g, n, -1), act).mean(1).reshape(-1)
 
-        return objective, before_step
+        return SearchObjective(objective, before_step)
 
-    def _higher_ascent(self, state: dict[str, Tensor], x_data: Tensor, y_data: Tensor, neighbourhoods):
+    def _higher_search(self, state: dict[str, Tensor], x_data: Tensor, y_data: Tensor,
+                       neighbourhoods: Callable[[Tensor], Tensor]) -> SearchObjective:
         act = self.hparams.activation
         c, n_proxies = next(iter(state.values())).shape[:2]
         proxies = [
@@ -256,7 +255,7 @@ class TriMentoring(Surrogate):
             for i in range(c)
         ]
 
-        def before_step(x: Tensor, t: int) -> None:
+        def before_step(x: Tensor, t: int) -> dict[str, float]:
             x_nb = neighbourhoods(x)
             masks, consensuses, softs = [], [], []
             for i in range(c):
@@ -271,11 +270,11 @@ class TriMentoring(Surrogate):
                 masks.append(mask)
                 consensuses.append(consensus)
                 softs.append(soft)
-            self._record(torch.stack(masks), torch.stack(consensuses), torch.stack(softs))
+            return self._stats(torch.stack(masks), torch.stack(consensuses), torch.stack(softs))
 
         def objective(x: Tensor) -> Tensor:
             return torch.stack([
                 torch.stack([m(x[i:i + 1])[0, 0] for m in proxies[i]]).mean() for i in range(c)
             ])
 
-        return objective, before_step
+        return SearchObjective(objective, before_step)

@@ -17,11 +17,9 @@ N_VISIBLE = 32_898  # TFBind8's visible rows
 
 
 def _attach(dm: MBODataModule, members: int = 3, per_member_split: bool = False, epoch: int = 0) -> SimpleNamespace:
-    """A stand-in trainer whose model has ``num_members`` (what Lightning would attach)."""
-    trainer = SimpleNamespace(
-        lightning_module=SimpleNamespace(num_members=members, per_member_split=per_member_split),
-        current_epoch=epoch,
-    )
+    """Connect ``dm`` for ``members`` stacked networks and attach a stand-in trainer (its epoch)."""
+    dm.connect(members=members, per_member_split=per_member_split)
+    trainer = SimpleNamespace(current_epoch=epoch)
     dm.trainer = trainer
     return trainer
 
@@ -192,7 +190,6 @@ def test_starting_designs_decode_to_top_visible(dm):
     assert top_y[0] == np.float32(0.43929616)
     # Normalised: the raw logits are back after de-normalising.
     torch.testing.assert_close(dm.denormalize_x(z), dm.task.encode(top_x), rtol=0, atol=1e-5)
-    assert dm.starting_designs().shape == (128, 24)  # num_starts
 
 
 def test_continuous_starting_designs_round_trip():

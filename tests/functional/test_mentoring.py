@@ -1,4 +1,4 @@
-"""Tests of lightning_mbo.functional.mentoring (Tri-mentoring, METHODS section 4)."""
+"""Tri-mentoring's math: functional.mentoring, outer_dot and mentoring_higher (Chen et al., NeurIPS 2023)."""
 
 from __future__ import annotations
 
@@ -11,21 +11,19 @@ from torch.func import functional_call
 
 from lightning_mbo.functional.mentoring import (
     EPS,
-    auto_chunk,
     disagreement_mask,
     majority_vote,
     mentor_batched,
-    mentor_proxy_higher,
     neighbourhood,
-    outer_dot,
     pair_indices,
     pair_loss,
     pairwise_labels,
     predict_stacked,
     soft_label_grad_batched,
-    soft_label_grad_higher,
     summed_rank_labels,
 )
+from lightning_mbo.functional.mentoring_higher import mentor_proxy_higher, soft_label_grad_higher
+from lightning_mbo.functional.outer_dot import auto_chunk, outer_dot
 from lightning_mbo.nn import StackedMLP, member_forward, member_module, member_params
 
 F64 = torch.float64

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
+from lightning_mbo.cli import MBOTrainer
 from lightning_mbo.data import MBODataModule
 from lightning_mbo.methods import Ignite, Surrogate
 
@@ -65,7 +66,7 @@ def train(devices: int, out: str | os.PathLike, case: str = "finite_difference")
     model = Surrogate(dm.input_dim, members=MEMBERS, hidden=HIDDEN, ignite=ignite_settings(grad_mode))
     record = RecordLambda()
     kwargs = {"strategy": "ddp"} if devices > 1 else {}
-    trainer = pl.Trainer(
+    trainer = MBOTrainer(
         accelerator="cpu",
         devices=devices,
         max_epochs=EPOCHS,

@@ -26,6 +26,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from torch import Tensor
 from torch.func import functional_call, grad
 
+from lightning_mbo.cli import MBOTrainer
 from lightning_mbo.data import MBODataModule
 from lightning_mbo.methods import Ignite, Surrogate, TriMentoring
 
@@ -47,7 +48,7 @@ def _datamodule(**kwargs) -> MBODataModule:
     return MBODataModule(max_samples=2000, seed=0, **kwargs)
 
 
-def _trainer(max_epochs: int, callbacks=(), **kwargs) -> pl.Trainer:
+def _trainer(max_epochs: int, callbacks=(), **kwargs) -> MBOTrainer:
     opts = dict(
         max_epochs=max_epochs,
         accelerator="cpu",
@@ -62,7 +63,7 @@ def _trainer(max_epochs: int, callbacks=(), **kwargs) -> pl.Trainer:
         callbacks=list(callbacks),
     )
     opts.update(kwargs)
-    return pl.Trainer(**opts)
+    return MBOTrainer(**opts)
 
 
 def _surrogate(dm: MBODataModule, ignite: Ignite | None, seed: int = 0, **kwargs) -> Surrogate:

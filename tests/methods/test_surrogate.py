@@ -17,6 +17,7 @@ import torch
 from lightning_mbo.callbacks import DesignAscent
 from lightning_mbo.methods import Ignite, Surrogate
 from lightning_mbo.methods.ignite import GradNormConstraint
+from lightning_mbo.search import SearchData, SearchSettings
 
 D = 24  # TFBind8's flattened logits: 8 positions x 3
 
@@ -42,9 +43,9 @@ def test_ascent_objective_is_the_members_min_or_mean(aggregate, reduce) -> None:
         per_member.append(h[:, 0])
     stacked = torch.stack(per_member).detach()
     expected = reduce(stacked)
-    objective, hook = model.ascent_objective(x, None, torch.arange(7), 7)
-    assert hook is None
-    torch.testing.assert_close(objective(x), expected, rtol=1e-6, atol=1e-6)
+    objective = model.search_objective(x, None, torch.arange(7), 7)
+    assert objective.before_step is None
+    torch.testing.assert_close(objective.score(x), expected, rtol=1e-6, atol=1e-6)
     # The members disagree, so min and mean differ: the check can tell them apart.
     assert float((stacked.min(0).values - stacked.mean(0)).abs().min()) > 1e-4
 
@@ -52,8 +53,8 @@ def test_ascent_objective_is_the_members_min_or_mean(aggregate, reduce) -> None:
 def test_ens_min_gradient_follows_the_lowest_member() -> None:
     model = _ensemble("min")
     x = torch.randn(5, D, requires_grad=True)
-    objective, _ = model.ascent_objective(x.detach(), None, torch.arange(5), 5)
-    (g,) = torch.autograd.grad(objective(x).sum(), x)
+    objective = model.search_objective(x.detach(), None, torch.arange(5), 5)
+    (g,) = torch.autograd.grad(objective.score(x).sum(), x)
     mean, _ = model(x)
     lowest = mean.argmin(0)
     for row in range(5):
@@ -72,13 +73,13 @@ def test_replicates_aggregate_their_own_members_only() -> None:
 
 def test_design_baselines_step_size_is_one_hundredth_of_sqrt_d() -> None:
     model = Surrogate(D, hidden=(8,))
-    settings = DesignAscent().settings(model)
-    assert settings == {"steps": 200, "lr": pytest.approx(0.01 * math.sqrt(24)), "optimizer": "sgd"}
-    assert settings["lr"] == pytest.approx(0.0489898, rel=1e-5)
-    assert Surrogate(300, hidden=(8,)).ascent_defaults()["lr"] == pytest.approx(0.01 * math.sqrt(300))
-    # An explicit step size wins over the default; the callback's wins over the model's.
-    assert Surrogate(D, hidden=(8,), ascent_lr=0.5).ascent_defaults()["lr"] == 0.5
-    assert DesignAscent(lr=0.2, steps=3).settings(model) == {"steps": 3, "lr": 0.2, "optimizer": "sgd"}
+    data = SearchData(torch.zeros(3, D), torch.zeros(3), discrete=True)
+    assert DesignAscent().settings(model, data) == SearchSettings(steps=200, lr=0.01 * math.sqrt(24), optimizer="sgd")
+    assert DesignAscent().settings(model, data).lr == pytest.approx(0.0489898, rel=1e-5)
+    wide = SearchData(torch.zeros(3, 300), torch.zeros(3), discrete=False)
+    assert Surrogate(300, hidden=(8,)).search_defaults(wide).lr == pytest.approx(0.01 * math.sqrt(300))
+    # What the search callback is given wins over the method's defaults.
+    assert DesignAscent(lr=0.2, steps=3).settings(model, data) == SearchSettings(3, 0.2, "sgd")
 
 
 def test_reported_rho_grad_norm_is_rho_times_the_norm() -> None:

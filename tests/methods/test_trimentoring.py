@@ -28,11 +28,11 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
-from lightning_mbo.cli import main
+from lightning_mbo.cli import MBOTrainer, main
 from lightning_mbo.data.datamodule import MBODataModule
-from lightning_mbo.functional.ascent import gradient_ascent
 from lightning_mbo.methods.trimentoring import TriMentoring
 from lightning_mbo.nn import member_module, member_params
+from lightning_mbo.search import SearchData, SearchSettings, gradient_ascent
 from lightning_mbo.tasks import io
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -108,17 +108,19 @@ def run_ascent(
     """The module's ascent exactly as DesignAscent runs it, recording the proxy copies after
     every mentoring step."""
     ids_t = torch.arange(len(x0)) if ids is None else torch.as_tensor(ids)
-    objective, hook = model.ascent_objective(x0, dm, ids_t, num_total or len(x0))
-    cfg = model.ascent_defaults(dm)
+    data = dm.search_data()
+    search = model.search_objective(x0, data, ids_t, num_total or len(x0))
+    objective, hook = search.score, search.before_step
+    cfg = model.search_defaults(data)
     copies: list[dict[str, Tensor]] = []
 
-    def recording_hook(x: Tensor, t: int) -> None:
-        hook(x, t)
+    def recording_hook(x: Tensor, t: int) -> dict[str, float] | None:
+        stats = hook(x, t)
         copies.append(proxy_copies(objective))
+        return stats
 
-    result = gradient_ascent(x0, objective, steps, cfg["lr"], cfg["optimizer"], recording_hook if hook else None)
-    stats = {k: list(v) for k, v in getattr(model, "ascent_stats", {}).items()}
-    return SimpleNamespace(x=result.x, trajectory=result.trajectory, stats=stats, copies=copies, hook=hook)
+    result = gradient_ascent(x0, objective, steps, cfg.lr, cfg.optimizer, recording_hook if hook else None)
+    return SimpleNamespace(x=result.x, trajectory=result.trajectory, stats=result.stats, copies=copies, hook=hook)
 
 
 def initial_copies(model: TriMentoring, c: int) -> dict[str, Tensor]:
@@ -143,9 +145,9 @@ def assert_copies_close(a: dict[str, Tensor], b: dict[str, Tensor], **tol: float
 
 def test_defaults_method_names_and_validation(dm64: MBODataModule) -> None:
     model = TriMentoring(dm64.input_dim, hidden=HIDDEN)
-    assert model.ascent_defaults(dm64) == {"steps": 100, "lr": 0.1, "optimizer": "adam"}
-    continuous = SimpleNamespace(task=SimpleNamespace(is_discrete=False))
-    assert model.ascent_defaults(continuous) == {"steps": 200, "lr": 1e-3, "optimizer": "adam"}
+    assert model.search_defaults(dm64.search_data()) == SearchSettings(steps=100, lr=0.1, optimizer="adam")
+    continuous = SearchData(dm64.x, dm64.y, discrete=False)
+    assert model.search_defaults(continuous) == SearchSettings(steps=200, lr=1e-3, optimizer="adam")
     hp = model.hparams
     assert (hp.members, hp.neighbours, hp.delta, hp.beta, hp.lambda_s) == (3, 10, 0.1, 1e-3, 0.1)
     assert (hp.lr, hp.lr_schedule, hp.select_best, hp.voting, hp.soft_labels) == (0.1, "cosine", True, True, True)
@@ -166,7 +168,7 @@ def test_configs_hold_the_released_settings() -> None:
     assert tuple(hp.hidden) == (2048, 2048) and hp.activation == "relu" and hp.members == 3
     assert (hp.lr, hp.lr_schedule, hp.weight_decay, hp.select_best) == (0.1, "cosine", 0.0, True)
     assert (hp.neighbours, hp.delta, hp.beta, hp.lambda_s, hp.backend) == (10, 0.1, 1e-3, 0.1, "batched")
-    assert tri.model.ascent_defaults(tri.datamodule) == {"steps": 100, "lr": 0.1, "optimizer": "adam"}
+    assert tri.model.search_defaults(tri.datamodule.search_data()) == SearchSettings(100, 0.1, "adam")
     assert tri.trainer.max_epochs == 200
     assert (tri.datamodule.hparams.batch_size, tri.datamodule.hparams.val_size) == (128, 0.1)
     mean3 = main(["--config", str(REPO_ROOT / "configs/tfbind8/mean_of_3_proxies.yaml"), *common], run=False)
@@ -182,10 +184,10 @@ def test_configs_hold_the_released_settings() -> None:
 
 def test_no_mentoring_is_mean_ensemble_adam_ascent(dm64: MBODataModule, x0: Tensor) -> None:
     model = make_model(dm64, mentoring=False)
-    objective, hook = model.ascent_objective(x0, dm64, torch.arange(len(x0)), len(x0))
-    assert hook is None
-    cfg = model.ascent_defaults(dm64)
-    got = gradient_ascent(x0, objective, **cfg)
+    search = model.search_objective(x0, dm64.search_data(), torch.arange(len(x0)), len(x0))
+    assert search.before_step is None
+    cfg = model.search_defaults(dm64.search_data())
+    got = gradient_ascent(x0, search.score, **cfg.as_dict())
 
     # The same stacked proxies, averaged: bit-identical designs.
     stacked = gradient_ascent(x0, lambda x: model.net(x)[..., 0].mean(0), 100, 0.1, "adam")
@@ -422,7 +424,7 @@ def pretrained() -> SimpleNamespace:
     model = TriMentoring(dm.input_dim, hidden=HIDDEN)  # released lr 0.1, cosine, best Pearson
     init = {k: v.detach().clone() for k, v in model.named_parameters()}
     rec = Recorder()
-    trainer = pl.Trainer(
+    trainer = MBOTrainer(
         max_epochs=EPOCHS, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, callbacks=[rec],
     )
@@ -484,7 +486,7 @@ QUICK = str(REPO_ROOT / "configs/quick.yaml")
 def cli_fit(tmp_path: Path, config: str, *extra: str) -> dict[str, Any]:
     main([
         "fit", "--config", str(REPO_ROOT / "configs/tfbind8" / config), "--config", QUICK,
-        "--trainer.max_epochs", "1", "--model.init_args.ascent_steps", "3", "--data.max_samples", "2000",
+        "--trainer.max_epochs", "1", "--ascent.steps", "3", "--data.max_samples", "2000",
         "--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.enable_progress_bar", "false", *extra,
     ])
     (path,) = tmp_path.rglob("results.json")
@@ -515,7 +517,7 @@ def test_ascend_on_checkpoint_reproduces_fit(tmp_path: Path) -> None:
     # ascends fast; which proxies ascend is what is checked here.
     common = [
         "--config", str(REPO_ROOT / "configs/tfbind8/mean_of_3_proxies.yaml"), "--config", QUICK,
-        "--model.init_args.ascent_steps", "3", "--data.max_samples", "2000", "--model.init_args.hidden", "[16,16]",
+        "--ascent.steps", "3", "--data.max_samples", "2000", "--model.init_args.hidden", "[16,16]",
         "--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.enable_progress_bar", "false",
     ]
     main(["fit", *common, "--trainer.max_epochs", "6"])
@@ -571,8 +573,7 @@ def test_method_neighbourhood_is_x_plus_delta_times_its_seeded_noise(
     model = make_model(dm64, delta=delta, neighbours=k, backend=backend, mentoring_seed=7)
     ids = torch.tensor([1, 3, 4])  # three of six candidates, as one process of a split run
     x = x0[ids]
-    _, hook = model.ascent_objective(x, dm64, ids, 6)
-    hook(x, 0)
+    model.search_objective(x, dm64.search_data(), ids, 6).before_step(x, 0)
     noise = torch.randn((6, k, x.shape[1]), generator=torch.Generator().manual_seed(7))[ids].to(F64)
     expected = x.unsqueeze(1) + delta * noise
     if backend == "batched":

@@ -1,4 +1,4 @@
-"""Design ascent: move candidate designs uphill on a surrogate's predictions.
+"""Gradient ascent over designs: move candidates uphill on a method's predicted score.
 
 Plain torch, no Lightning. The objective maps candidates ``(N, D)`` to one predicted score
 per candidate ``(N,)``; candidates are independent, so ascending ``objective(x).sum()``
@@ -8,13 +8,12 @@ moves each one by its own gradient.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
-AscentOptimizer = Literal["sgd", "adam"]
+from lightning_mbo.search.contract import AscentOptimizer, StepHook
 
 
 @dataclass
@@ -24,10 +23,12 @@ class AscentResult:
     Attributes:
         x: ``(N, D)`` final designs.
         trajectory: ``(steps + 1, N)`` objective of every candidate before each step and at the end.
+        stats: the per-step statistics the hook returned, one list (one value per step) per name.
     """
 
     x: Tensor
     trajectory: Tensor
+    stats: dict[str, list[float]] = field(default_factory=dict)
 
 
 def gradient_ascent(
@@ -36,7 +37,7 @@ def gradient_ascent(
     steps: int,
     lr: float,
     optimizer: AscentOptimizer = "sgd",
-    before_step: Callable[[Tensor, int], None] | None = None,
+    before_step: StepHook | None = None,
 ) -> AscentResult:
     """Ascend ``objective`` from ``x0``.
 
@@ -50,7 +51,8 @@ def gradient_ascent(
         lr: step size.
         optimizer: ``sgd`` or ``adam``.
         before_step: called as ``before_step(x, t)`` before step ``t``'s gradient (Tri-mentoring
-            mentors its proxies there); ``x`` is detached.
+            mentors its proxies there); ``x`` is detached. What it returns (name -> value, or
+            ``None``) is collected into :attr:`AscentResult.stats`.
 
     Returns:
         :class:`AscentResult`.
@@ -62,10 +64,12 @@ def gradient_ascent(
     if optimizer not in ("sgd", "adam"):
         raise ValueError(f"unknown ascent optimizer {optimizer!r}; choose 'sgd' or 'adam'")
     trajectory = []
+    stats: dict[str, list[float]] = {}
     with torch.enable_grad():
         for t in range(steps):
             if before_step is not None:
-                before_step(x.detach(), t)
+                for name, value in (before_step(x.detach(), t) or {}).items():
+                    stats.setdefault(name, []).append(float(value))
             f = objective(x)
             trajectory.append(f.detach())
             (grad,) = torch.autograd.grad(f.sum(), x)
@@ -77,4 +81,4 @@ def gradient_ascent(
                 opt.step()
         with torch.no_grad():
             trajectory.append(objective(x).detach())
-    return AscentResult(x.detach(), torch.stack(trajectory))
+    return AscentResult(x.detach(), torch.stack(trajectory), stats)

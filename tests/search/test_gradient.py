@@ -1,4 +1,4 @@
-"""Design ascent (lightning_mbo.functional.ascent, METHODS 2 and 4)."""
+"""Gradient ascent over designs (search.gradient): design-baselines' plain steps, Tri-mentoring's Adam."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from lightning_mbo.functional.ascent import gradient_ascent
+from lightning_mbo.search.gradient import gradient_ascent
 
 C = 0.5
 
@@ -130,3 +130,11 @@ def test_bad_arguments():
         gradient_ascent(x0, quadratic, steps=1, lr=0.1, optimizer="lbfgs")
     with pytest.raises(ValueError, match="steps must be >= 0"):
         gradient_ascent(x0, quadratic, steps=-1, lr=0.1)
+
+
+def test_hook_statistics_are_collected_per_step():
+    x0 = torch.zeros(3, 2)
+    out = gradient_ascent(x0, quadratic, steps=3, lr=0.1, before_step=lambda x, t: {"t": t, "norm": x.norm()})
+    assert out.stats["t"] == [0.0, 1.0, 2.0]
+    assert out.stats["norm"][0] == 0.0 and out.stats["norm"][2] > out.stats["norm"][1] > 0
+    assert gradient_ascent(x0, quadratic, steps=2, lr=0.1, before_step=lambda x, t: None).stats == {}

@@ -1,0 +1,118 @@
+"""The contract between a method and design search.
+
+A method (a LightningModule) offers design search what :class:`Searchable` declares: a score
+function over a batch of designs, an optional per-step hook, its default search settings, and a
+name and a summary for results. Search hands the method what it may use through
+:class:`SearchData` (the static training set and task facts), never the datamodule. The search
+settings themselves live in one place, the search callback
+(:class:`~lightning_mbo.callbacks.DesignAscent`, ``--ascent.*`` on the command line), which
+falls back to the method's :meth:`Searchable.search_defaults` for what it is not given.
+
+Plain torch, no Lightning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from torch import Tensor
+
+AscentOptimizer = Literal["sgd", "adam"]
+
+#: Called as ``hook(x, t)`` before step ``t`` with the detached designs ``(C, D)``; may return
+#: per-step statistics (name -> value), which search collects into one series per name.
+StepHook = Callable[[Tensor, int], Mapping[str, float] | None]
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """Budget and rule of one gradient-based design search.
+
+    Attributes:
+        steps: ascent steps ``T`` (0: hand back the starting designs).
+        lr: step size (> 0).
+        optimizer: ``sgd``, design-baselines' plain rule ``x ← x + lr ∇f(x)``, or ``adam``,
+            ``torch.optim.Adam`` on ``-f`` (Tri-mentoring).
+    """
+
+    steps: int
+    lr: float
+    optimizer: AscentOptimizer = "sgd"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 0:
+            raise ValueError(f"ascent steps must be a whole number >= 0, got {self.steps!r} (set --ascent.steps)")
+        if not self.lr > 0:
+            raise ValueError(f"ascent lr must be > 0, got {self.lr!r} (set --ascent.lr; a negative step descends)")
+        if self.optimizer not in ("sgd", "adam"):
+            raise ValueError(f"unknown ascent optimizer {self.optimizer!r}; choose 'sgd' or 'adam' "
+                             "(--ascent.optimizer)")
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SearchData:
+    """What search hands a method: the static training set and the task facts it may use.
+
+    Attributes:
+        x: ``(N, D)`` normalised (encoded) visible designs.
+        y: ``(N,)`` their normalised scores.
+        discrete: whether the task's designs are discrete (trained on as logits).
+    """
+
+    x: Tensor
+    y: Tensor
+    discrete: bool
+
+    @property
+    def input_dim(self) -> int:
+        """Flattened size ``D`` of a design."""
+        return int(self.x.shape[-1])
+
+
+@dataclass(frozen=True)
+class SearchObjective:
+    """What design search climbs.
+
+    Attributes:
+        score: ``(C, D) -> (C,)`` the predicted (normalised) score of each candidate,
+            differentiable with respect to the designs; candidates are independent.
+        before_step: optional :data:`StepHook` run before every step (Tri-mentoring mentors its
+            proxy copies there).
+    """
+
+    score: Callable[[Tensor], Tensor]
+    before_step: StepHook | None = None
+
+
+@runtime_checkable
+class Searchable(Protocol):
+    """What a method offers design search (every method in :mod:`lightning_mbo.methods`).
+
+    Attributes:
+        replicates: independent runs stacked in the module; search gives each replicate its own
+            block of candidates and its own results row.
+    """
+
+    replicates: int
+
+    def search_defaults(self, data: SearchData) -> SearchSettings:
+        """The method's own search settings (its paper's or released code's)."""
+        ...
+
+    def search_objective(self, x0: Tensor, data: SearchData, candidate_ids: Tensor, num_total: int) -> SearchObjective:
+        """The objective for candidates ``x0`` ``(C, D)``, which are ``candidate_ids`` ``(C,)`` of
+        ``num_total`` over all processes (in ``replicates`` equal blocks)."""
+        ...
+
+    def method_name(self) -> str:
+        """A short name for results, e.g. ``ens_mean+ignite``."""
+        ...
+
+    def method_summary(self, replicate: int) -> dict[str, Any]:
+        """Method state worth reporting next to replicate ``replicate``'s scores."""
+        ...
