@@ -1,7 +1,7 @@
 """Gradient-norm penalty of IGNITE, computed per ensemble member (pure torch).
 
 IGNITE (Dao, Nguyen, Truong, Hoang, "Incorporating Surrogate Gradient Norm to Improve
-Offline Optimization Techniques", NeurIPS 2024; METHODS.md section 3) trains a surrogate
+Offline Optimization Techniques", NeurIPS 2024, Section 3) trains a surrogate
 under a bound on its sharpness. With ``h(ω)`` the mean surrogate prediction over a batch,
 sharpness is bounded by ``ρ·||∇_ω h(ω)||`` (the L2 norm over ALL trainable parameters
 together) and the surrogate solves
@@ -23,7 +23,9 @@ the slices ``[m]`` of all parameters together. Members are independent, so the g
 The gradient of the norm, ``∇_ω ||∇_ω h|| = H ∇h / ||∇h||`` (``H`` the Hessian of ``h``),
 has two implementations:
 
-* :func:`norm_gradient_exact`: double backward through ``∇_ω h`` (``create_graph``).
+* exact: :func:`norm_penalty_term`, one backward of ``Σ_m scale_m <∇h_m, u_m>`` with
+  ``u = ∇h/||∇h||`` held fixed, taken together with the data loss's backward (its gradient is
+  ``scale_m H_m u_m``, the double-backward result, without a second backward pass);
 * :func:`norm_gradient_finite_difference`: what the authors ran. With
   ``u = ∇h/||∇h||``, ``H u ≈ (∇h(ω + r·u) − ∇h(ω)) / r`` (error ``O(r)``); the parameter
   shift is undone afterwards by copying saved values back.
@@ -32,7 +34,6 @@ has two implementations:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Literal
 
 import torch
 from torch import Tensor
@@ -44,12 +45,9 @@ __all__ = [
     "grad_h",
     "member_norms",
     "member_views",
-    "norm_gradient_exact",
     "norm_gradient_finite_difference",
-    "penalty_gradients",
 ]
 
-NormGradientMode = Literal["exact", "finite_difference"]
 #: Averages a list of per-parameter tensors over data-parallel ranks (``None``: one process).
 Reduce = Callable[[list[Tensor]], list[Tensor]]
 
@@ -97,7 +95,7 @@ def _inverse_norms(norms: Tensor) -> Tensor:
 def member_norms(grads: Sequence[Tensor]) -> Tensor:
     """Per-member L2 norm over all parameter slices together.
 
-    ``norms[m] = sqrt(Σ_k ||grads[k][m]||²)``, the norm ``||∇_ω h_m||`` of METHODS 3 when
+    ``norms[m] = sqrt(Σ_k ||grads[k][m]||²)``, the norm ``||∇_ω h_m||`` of IGNITE when
     ``grads`` is the output of :func:`grad_h`.
 
     The square root is guarded: a member whose squared norm is exactly 0 gets norm 0 and a
@@ -130,7 +128,7 @@ def grad_h(
         h: ``(M,)`` per-member mean predictions, built from ``params``.
         params: tensors of shapes ``(M, ...)``.
         create_graph: keep the graph of the gradient so it can be differentiated again
-            (needed by :func:`norm_gradient_exact`).
+            (needed by the exact mode, :func:`norm_penalty_term`).
         retain_graph: keep the forward graph (to backpropagate a loss from the same forward later).
 
     Returns:
@@ -144,47 +142,6 @@ def grad_h(
         h.sum(), params, create_graph=create_graph, retain_graph=retain_graph, allow_unused=True
     )
     return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
-
-
-def norm_gradient_exact(
-    h: Tensor, params: Sequence[Tensor], reduce: Reduce | None = None
-) -> tuple[Tensor, list[Tensor]]:
-    """Exact ``∇_ω ||∇_ω h||`` per member, by double backward.
-
-    Computes ``g = ∇_ω h`` with ``create_graph=True``, the norms ``||g_m||`` and then the
-    gradient of ``Σ_m ||g_m||``; slice ``[m]`` of the result is
-    ``∇_{ω_m} ||∇h_m|| = H_m ∇h_m / ||∇h_m||``. A member with ``||∇h_m|| = 0`` gets a zero
-    gradient (no NaN).
-
-    Args:
-        h: ``(M,)`` per-member mean predictions, built from ``params`` with grad enabled.
-        params: tensors of shapes ``(M, ...)``.
-        reduce: data-parallel average. With it, ``h`` is this rank's share of the global batch;
-            ``g = reduce(∇h_local)`` is the global gradient, ``u = g/||g||``, and the result is
-            ``reduce(H_local u)`` = ``H u``, the exact gradient of the global norm, computed as a
-            Hessian-vector product of each rank's own graph.
-
-    Returns:
-        ``(norms, grads)``: detached ``(M,)`` norms ``||∇h_m||`` and one detached tensor per
-        parameter, same shapes as ``params``.
-    """
-    params = list(params)
-    grads = grad_h(h, params, create_graph=True)
-    if reduce is not None:
-        dot, norms = norm_penalty_term(grads, torch.ones(len(h), dtype=h.dtype, device=h.device), reduce)
-        if not dot.requires_grad:
-            return norms, [torch.zeros_like(p) for p in params]
-        hvp = torch.autograd.grad(dot, params, allow_unused=True)
-        return norms, reduce([torch.zeros_like(p) if v is None else v.detach() for p, v in zip(params, hvp,
-                                                                                           strict=True)])
-    norms = member_norms(grads)
-    total = norms.sum()
-    if not total.requires_grad:  # e.g. h affine in ω: ∇h is constant, so ∇||∇h|| = 0
-        return norms.detach(), [torch.zeros_like(p) for p in params]
-    out = torch.autograd.grad(total, params, allow_unused=True)
-    return norms.detach(), [
-        torch.zeros_like(p) if g is None else g.detach() for p, g in zip(params, out, strict=True)
-    ]
 
 
 def norm_penalty_term(grads: Sequence[Tensor], scale: Tensor, reduce: Reduce | None = None) -> tuple[Tensor, Tensor]:
@@ -236,7 +193,7 @@ def norm_gradient_finite_difference(
         h_fn: re-runs the forward on the SAME batch and returns ``(M,)`` per-member mean
             predictions; it must be deterministic (no fresh dropout masks or noise).
         params: tensors of shapes ``(M, ...)`` that ``h_fn`` reads (leaf parameters).
-        r: step size of the difference (METHODS 3: ``r = 0.05``).
+        r: step size of the difference (the released code: ``r = 0.05``).
         grads: ``∇h`` at the current point if already available (skips one forward and
             backward); computed from ``h_fn()`` otherwise.
         reduce: data-parallel average applied to every ``∇h`` (both points), so that the norm,
@@ -285,8 +242,8 @@ def constraint_violation(norms: Tensor, rho: float, eps: float) -> Tensor:
 
     Args:
         norms: ``(M,)`` gradient norms ``||∇h_m||``.
-        rho: perturbation radius ``ρ`` (METHODS 3: 0.05).
-        eps: sharpness budget ``ε`` (METHODS 3: 0.1).
+        rho: perturbation radius ``ρ`` (the released code: 0.05).
+        eps: sharpness budget ``ε`` (the released code: 0.1).
 
     Returns:
         ``(M,)`` violations.
@@ -304,7 +261,7 @@ def dual_update(lmbda: Tensor, violation: Tensor, lr: float, clamp: bool = False
     Args:
         lmbda: current multipliers, ``(M,)`` (or a scalar).
         violation: ``(M,)`` output of :func:`constraint_violation`, measured before the ω step.
-        lr: dual step size ``η_λ`` (METHODS 3: 1e-3).
+        lr: dual step size ``η_λ`` (the released code: 1e-3).
         clamp: clamp the result at 0.
 
     Returns:
@@ -312,57 +269,3 @@ def dual_update(lmbda: Tensor, violation: Tensor, lr: float, clamp: bool = False
     """
     new = lmbda.detach() + lr * violation.detach().to(lmbda.dtype)
     return new.clamp_min(0.0) if clamp else new
-
-
-def penalty_gradients(
-    h_fn: Callable[[], Tensor],
-    params: Sequence[Tensor],
-    lmbda: Tensor | float,
-    rho: float,
-    mode: NormGradientMode,
-    r: float = 0.05,
-    reduce: Reduce | None = None,
-) -> tuple[list[Tensor], Tensor]:
-    """Penalty part of the BDMM descent direction, ``λ_m·ρ·∇_{ω_m} ||∇h_m||`` per member.
-
-    Typical use in a training step (one call per minibatch)::
-
-        loss.backward()                                   # data-loss gradients in p.grad
-        pen, norms = penalty_gradients(h_fn, params, lmbda, rho, "finite_difference", r)
-        for p, g in zip(params, pen):
-            p.grad += g
-        optimizer.step()
-        lmbda = dual_update(lmbda, constraint_violation(norms, rho, eps), lr_lambda)
-
-    Nothing is written to ``.grad`` and the parameters are left exactly as they were.
-
-    Args:
-        h_fn: returns ``(M,)`` per-member mean predictions on the current batch (called once
-            in ``"exact"`` mode, twice in ``"finite_difference"`` mode).
-        params: tensors of shapes ``(M, ...)``.
-        lmbda: ``(M,)`` multipliers (one per member) or a scalar shared by all.
-        rho: ``ρ``.
-        mode: ``"exact"`` (double backward) or ``"finite_difference"`` (the authors' method).
-        r: finite-difference step, used only in ``"finite_difference"`` mode.
-        reduce: data-parallel average (DDP): the constraint is that of the global batch and
-            the result is identical on every rank. ``None`` in one process.
-
-    Returns:
-        ``(penalty_grads, norms)``: one detached tensor per parameter and the ``(M,)`` norms
-        ``||∇h_m||`` measured before any update.
-    """
-    params = list(params)
-    members = _members_of(params)
-    if mode == "exact":
-        norms, grads = norm_gradient_exact(h_fn(), params, reduce=reduce)
-    elif mode == "finite_difference":
-        norms, grads = norm_gradient_finite_difference(h_fn, params, r=r, reduce=reduce)
-    else:
-        raise ValueError(f"unknown mode {mode!r}; choose 'exact' or 'finite_difference'")
-    lam = torch.as_tensor(lmbda, device=norms.device).detach()
-    if lam.dim() == 0:
-        lam = lam.expand(members)
-    if lam.shape != (members,):
-        raise ValueError(f"lmbda must be a scalar or have shape ({members},), got {tuple(lam.shape)}")
-    scale = lam * rho
-    return list(torch._foreach_mul(grads, member_views(scale, grads))), norms
