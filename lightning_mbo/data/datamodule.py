@@ -12,6 +12,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 
 from lightning_mbo.search.contract import SearchData
+from lightning_mbo.tasks.encoding import zscore_stats
 from lightning_mbo.tasks.task import Subsample, Task
 
 
@@ -124,16 +125,11 @@ class MBODataModule(pl.LightningDataModule):
         self.task = Task(task, data_dir=data_dir, max_samples=max_samples, subsample=subsample, seed=seed)
         features = self.task.encode(self.task.x)
         if normalize_x:
-            mean, std = features.mean(0), features.std(0, unbiased=False)
-            std = torch.where(std == 0, torch.ones_like(std), std)
+            mean, std = zscore_stats(features)
         else:
             mean, std = torch.zeros(features.shape[1]), torch.ones(features.shape[1])
         y = torch.as_tensor(self.task.y, dtype=torch.float32)
-        if normalize_y:
-            y_mean, y_std = y.mean(), y.std(unbiased=False)
-            y_std = torch.where(y_std == 0, torch.ones_like(y_std), y_std)
-        else:
-            y_mean, y_std = torch.tensor(0.0), torch.tensor(1.0)
+        y_mean, y_std = zscore_stats(y) if normalize_y else (torch.tensor(0.0), torch.tensor(1.0))
         self.x_mean, self.x_std, self.y_mean, self.y_std = mean, std, y_mean, y_std
         self.x = (features - mean) / std
         self.y = (y - y_mean) / y_std

@@ -20,6 +20,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from lightning_mbo.choices import check_choice
 from lightning_mbo.nn import activation_fn, activation_grad_fn
 
 __all__ = [
@@ -167,8 +168,7 @@ def outer_dot(
     Returns:
         ``(u (M, K), pred (M, K))`` with ``pred`` the members' predictions at the points at ``θ``.
     """
-    if precision not in ("float32", "tf32", "bfloat16"):
-        raise ValueError(f"unknown outer precision {precision!r}; choose 'float32', 'tf32' or 'bfloat16'")
+    check_choice("outer precision", precision, OuterPrecision)
     n = x_data.shape[0]
     if n == 0:
         raise ValueError("x_data must have at least one row")

@@ -1,7 +1,7 @@
 """IGNITE as a plug-in: the gradient-norm constraint for any stacked-ensemble surrogate.
 
 Dao, Nguyen, Truong, Hoang, "Incorporating Surrogate Gradient Norm to Improve Offline
-Optimization Techniques", NeurIPS 2024 (METHODS.md 3). Training minimises ``L_D(ω)`` subject
+Optimization Techniques", NeurIPS 2024. Training minimises ``L_D(ω)`` subject
 to ``ρ ||∇_ω h(ω)|| <= ε`` with BDMM: every minibatch a descent step on ω with
 ``∇L_D + λ ρ ∇||∇h||`` and an ascent step ``λ <- λ + η_λ (ρ ||∇h|| - ε)``.
 """
@@ -15,6 +15,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from lightning_mbo.choices import check_choice
 from lightning_mbo.functional.gradnorm import (
     Reduce,
     constraint_violation,
@@ -24,6 +25,8 @@ from lightning_mbo.functional.gradnorm import (
     norm_gradient_finite_difference,
     norm_penalty_term,
 )
+
+GradMode = Literal["finite_difference", "exact"]
 
 
 @dataclass
@@ -36,7 +39,8 @@ class Ignite:
         lambda_init: initial multiplier λ_0 (the paper says 1e-2; the released code 1e-3).
         lambda_lr: multiplier step size η_λ.
         r: finite-difference step.
-        grad_mode: ``finite_difference`` (what the authors ran) or ``exact`` (double backward).
+        grad_mode: ``finite_difference`` (what the authors ran) or ``exact`` (the exact
+            ``∇||∇h||``, by one backward of ``<∇h, u>`` with ``u = ∇h/||∇h||`` held fixed).
         clamp_lambda: keep λ >= 0 (the paper's intent; the released code never clamps).
         fixed_lambda: never update λ (the "IGNITE-2" variant: λ = 1e-2, ρ = r = 0.2).
     """
@@ -46,9 +50,18 @@ class Ignite:
     lambda_init: float = 1e-3
     lambda_lr: float = 1e-3
     r: float = 0.05
-    grad_mode: Literal["finite_difference", "exact"] = "finite_difference"
+    grad_mode: GradMode = "finite_difference"
     clamp_lambda: bool = False
     fixed_lambda: bool = False
+
+    def __post_init__(self) -> None:
+        check_choice("grad_mode (ignite.grad_mode)", self.grad_mode, GradMode)
+        for name in ("rho", "r"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"ignite.{name} must be > 0, got {getattr(self, name)}")
+        for name in ("eps", "lambda_lr"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"ignite.{name} must be >= 0, got {getattr(self, name)}")
 
 
 # Settings travel in checkpoints' hyper-parameters; let weights-only loading (resume) accept them.
@@ -105,8 +118,6 @@ class GradNormConstraint(nn.Module):
             term, norms = norm_penalty_term(grad_h(h, params, create_graph=True), scale, reduce)
             backward(loss + term)
             return norms
-        if s.grad_mode != "finite_difference":
-            raise ValueError(f"unknown grad_mode {s.grad_mode!r}; choose 'finite_difference' or 'exact'")
         g = grad_h(h, params, retain_graph=True)
         if reduce is not None:
             g = reduce(g)

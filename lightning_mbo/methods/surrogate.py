@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torchmetrics.regression import PearsonCorrCoef
 
+from lightning_mbo.choices import check_choice
 from lightning_mbo.methods.ignite import GradNormConstraint, Ignite
 from lightning_mbo.nn import Activation, Init, StackedMLP
 from lightning_mbo.search import SearchData, SearchObjective, SearchSettings
@@ -85,10 +86,8 @@ class Surrogate(pl.LightningModule):
             raise ValueError(f"replicates must be >= 1, got {replicates}")
         self.replicates = replicates
         members = members * replicates  # every network of every replicate, stacked
-        if head not in ("gaussian", "mse"):
-            raise ValueError(f"unknown head {head!r}; choose 'gaussian' or 'mse'")
-        if aggregate not in ("mean", "min"):
-            raise ValueError(f"unknown aggregate {aggregate!r}; choose 'mean' or 'min'")
+        check_choice("head", head, Head)
+        check_choice("aggregate", aggregate, Aggregate)
         self.net = StackedMLP(members, input_dim, tuple(hidden), 2 if head == "gaussian" else 1, activation, init)
         if head == "gaussian":
             # design-baselines' soft bounds on the log-std, trainable, one pair per member.

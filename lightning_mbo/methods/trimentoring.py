@@ -16,6 +16,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from lightning_mbo.choices import check_choice
 from lightning_mbo.functional.mentoring import (
     disagreement_mask,
     majority_vote,
@@ -135,10 +136,8 @@ class TriMentoring(Surrogate):
         )
         if neighbours < 2:
             raise ValueError(f"neighbours (K) must be >= 2 to form pairs, got {neighbours}")
-        if backend not in ("batched", "higher"):
-            raise ValueError(f"unknown backend {backend!r}; choose 'batched' or 'higher'")
-        if outer_precision not in ("float32", "tf32", "bfloat16"):
-            raise ValueError(f"unknown outer_precision {outer_precision!r}; choose 'float32', 'tf32' or 'bfloat16'")
+        check_choice("backend", backend, Backend)
+        check_choice("outer_precision", outer_precision, OuterPrecision)
         if outer_precision != "float32" and backend != "batched":
             raise ValueError("outer_precision applies to the batched backend only; the higher backend is float32")
 

@@ -19,6 +19,8 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from torch import Tensor
 
+from lightning_mbo.choices import check_choice
+
 AscentOptimizer = Literal["sgd", "adam"]
 
 #: Called as ``hook(x, t)`` before step ``t`` with the detached designs ``(C, D)``; may return
@@ -46,9 +48,7 @@ class SearchSettings:
             raise ValueError(f"ascent steps must be a whole number >= 0, got {self.steps!r} (set --ascent.steps)")
         if not self.lr > 0:
             raise ValueError(f"ascent lr must be > 0, got {self.lr!r} (set --ascent.lr; a negative step descends)")
-        if self.optimizer not in ("sgd", "adam"):
-            raise ValueError(f"unknown ascent optimizer {self.optimizer!r}; choose 'sgd' or 'adam' "
-                             "(--ascent.optimizer)")
+        check_choice("ascent optimizer (--ascent.optimizer)", self.optimizer, AscentOptimizer)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

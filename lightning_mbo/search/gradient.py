@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from lightning_mbo.choices import check_choice
 from lightning_mbo.search.contract import AscentOptimizer, StepHook
 
 
@@ -61,8 +62,7 @@ def gradient_ascent(
         raise ValueError(f"steps must be >= 0, got {steps}")
     x = x0.detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([x], lr=lr) if optimizer == "adam" else None
-    if optimizer not in ("sgd", "adam"):
-        raise ValueError(f"unknown ascent optimizer {optimizer!r}; choose 'sgd' or 'adam'")
+    check_choice("ascent optimizer", optimizer, AscentOptimizer)
     trajectory = []
     stats: dict[str, list[float]] = {}
     with torch.enable_grad():

@@ -1,8 +1,7 @@
-"""design-bench 2.0.20's discrete "logits" encoding and z-score normalisation (METHODS.md 1.1)."""
+"""design-bench 2.0.20's discrete "logits" encoding and z-score normalisation statistics."""
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -46,10 +45,11 @@ def from_logits(logits: Tensor) -> Tensor:
     return torch.cat([zeros, logits], dim=-1).argmax(dim=-1)
 
 
-def zscore_stats(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-element mean and std over rows (std 0 replaced by 1), as float32."""
-    a = a.astype(np.float64)
-    mean = a.mean(axis=0)
-    std = a.std(axis=0)
-    std = np.where(std == 0, 1.0, std)
-    return mean.astype(np.float32), std.astype(np.float32)
+def zscore_stats(a: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean and population std over the rows (dim 0), std 0 replaced by 1, in ``a``'s dtype.
+
+    design-bench's normalisation statistics: of the visible rows, per element (for discrete
+    tasks, of the logits). ``a`` is ``(N, ...)``; the results have shape ``a.shape[1:]``.
+    """
+    mean, std = a.mean(0), a.std(0, unbiased=False)
+    return mean, torch.where(std == 0, torch.ones_like(std), std)

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lightning_mbo.tasks.encoding import from_logits, to_logits, zscore_stats
+from lightning_mbo.tasks.encoding import from_logits, to_logits
 from lightning_mbo.tasks.io import BadDataError, check_finite, load_task_data
 from lightning_mbo.tasks.oracles import DesignBenchOracle, ExactOracle, Oracle
 from lightning_mbo.tasks.registry import TaskSpec, get_spec
@@ -139,15 +139,6 @@ class Task:
             return from_logits(z).numpy().astype(self.x_all.dtype)
         return z.numpy().astype(self.x_all.dtype)
 
-    def feature_stats(self) -> tuple[np.ndarray, np.ndarray]:
-        """Mean and std of the encoded visible designs, per feature."""
-        return zscore_stats(self.encode(self.x).numpy())
-
-    def label_stats(self) -> tuple[float, float]:
-        """Mean and std of the visible scores."""
-        m, s = zscore_stats(self.y[:, None])
-        return float(m[0]), float(s[0])
-
     def top_k(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` visible designs with the highest score, best first, and their scores."""
         order = np.argsort(-self.y, kind="stable")[:k]
@@ -175,7 +166,7 @@ class Task:
         return np.asarray(self.oracle(x), dtype=np.float32).reshape(-1)
 
     def normalize_score(self, y: np.ndarray) -> np.ndarray:
-        """``(y - y_min) / (y_max - y_min)`` with the FULL dataset's range (METHODS.md 1.2)."""
+        """``(y - y_min) / (y_max - y_min)`` with the FULL dataset's range (design-bench)."""
         return (np.asarray(y, dtype=np.float64) - self.y_min) / (self.y_max - self.y_min)
 
     @property

@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import math
 
-import numpy as np
 import pytest
 import torch
 
@@ -72,8 +71,10 @@ def test_float_designs_error():
 
 
 def test_zscore_stats_replaces_zero_std_by_one():
-    a = np.array([[1.0, 5.0], [3.0, 5.0]], dtype=np.float32)
+    a = torch.tensor([[1.0, 5.0], [3.0, 5.0]])
     mean, std = zscore_stats(a)
-    np.testing.assert_array_equal(mean, [2.0, 5.0])
-    np.testing.assert_array_equal(std, [1.0, 1.0])  # population std of (1, 3) is 1; of (5, 5) is 0 -> 1
-    assert mean.dtype == std.dtype == np.float32
+    assert torch.equal(mean, torch.tensor([2.0, 5.0]))
+    assert torch.equal(std, torch.tensor([1.0, 1.0]))  # population std of (1, 3) is 1; of (5, 5) is 0 -> 1
+    assert mean.dtype == std.dtype == torch.float32
+    m, s = zscore_stats(torch.tensor([2.0, 4.0, 6.0], dtype=torch.float64))  # scores: one column, scalar stats
+    assert m.shape == () and float(m) == 4.0 and float(s) == pytest.approx((8 / 3) ** 0.5)
