@@ -101,7 +101,7 @@ MUTANTS: tuple[Mutant, ...] = (
              "gradient_ascent(x0[mine], objective.score, settings.steps if rank == 0 else 0,"),
     ), (f"{T_SCALE}::test_two_process_ddp_fit_equals_one_process",)),
     Mutant("resume_skips_best_state", "a resumed run does not restore the best-epoch weights it saved", (
-        Edit(SURROGATE, 'self._best_state = checkpoint.get("best_state")', "self._best_state = None"),
+        Edit(SURROGATE, 'self.best.weights = checkpoint.get("best_state")', "self.best.weights = None"),
     ), (f"{T_SCALE}::test_resume_from_last_checkpoint_matches_uninterrupted_run",)),
     Mutant("utr_split_20", "UTR-ResNet-v0's visible split at the 20th percentile (design-bench: 50)", (
         Edit("lightning_mbo/tasks/registry.py", '"utr", "utr", True, 4, 0, 50,', '"utr", "utr", True, 4, 0, 20,'),

@@ -19,6 +19,7 @@ from torch.nn import functional as F
 from torchmetrics.regression import PearsonCorrCoef
 
 from lightning_mbo.choices import check_choice
+from lightning_mbo.methods.best_epoch import BestMemberWeights
 from lightning_mbo.methods.ignite import GradNormConstraint, Ignite
 from lightning_mbo.nn import Activation, Init, StackedMLP
 from lightning_mbo.search import SearchData, SearchObjective, SearchSettings
@@ -95,8 +96,7 @@ class Surrogate(pl.LightningModule):
             self.min_logstd = nn.Parameter(torch.full((members, 1), math.log(0.1)))
         self.constraint = GradNormConstraint(ignite, members) if ignite is not None else None
         self.val_pearson = PearsonCorrCoef(num_outputs=members) if members > 1 else PearsonCorrCoef()
-        self.register_buffer("best_pearson", torch.full((members,), -math.inf))
-        self._best_state: dict[str, Tensor] | None = None
+        self.best = BestMemberWeights(members) if select_best else None
 
     # --- the model ------------------------------------------------------------------------
     @property
@@ -180,7 +180,7 @@ class Surrogate(pl.LightningModule):
         # Log only on the steps the logger writes: Lightning's per-call bookkeeping costs more than
         # a small step, and step values logged between writes are never seen.
         writes = self._writes_logs()
-        logs = {"train/loss": losses.mean().detach()} if writes else {}
+        logs = self._member_logs("train/loss", losses.detach()) if writes else {}
         if self.constraint is None:
             self.manual_backward(losses.sum())
         else:
@@ -194,15 +194,18 @@ class Surrogate(pl.LightningModule):
                 logs["train/lambda"] = self.constraint.lmbda.mean().clone()  # λ used by this step's descent
             violation = self.constraint.update_lambda(norms)
             if writes:
-                logs["train/grad_norm"] = norms.mean()
-                logs["train/violation"] = violation.mean()
+                logs.update(self._member_logs("train/lambda", self.constraint.lmbda.clone(), mean=False))
+                logs.update({"train/grad_norm": norms.mean(), "train/violation": violation.mean()})
         opt.step()
         if writes:
-            self.log_dict(logs, prog_bar=True, batch_size=y.shape[-1])
-            if self.num_members > 1:
-                self.log_dict({f"train/loss_m{m}": v for m, v in enumerate(losses.detach())})
-                if self.constraint is not None:
-                    self.log_dict({f"train/lambda_m{m}": v for m, v in enumerate(self.constraint.lmbda.clone())})
+            self.log_dict(logs, batch_size=y.shape[-1])
+
+    def _member_logs(self, key: str, values: Tensor, mean: bool = True) -> dict[str, Tensor]:
+        """``{key: mean}`` (with ``mean``) and ``{key_m<i>: value}`` per member when there are several."""
+        out = {key: values.mean()} if mean else {}
+        if self.num_members > 1:
+            out.update({f"{key}_m{m}": v for m, v in enumerate(values)})
+        return out
 
     def _writes_logs(self) -> bool:
         """Whether the trainer's logger writes this step's values (every ``log_every_n_steps``)."""
@@ -231,41 +234,25 @@ class Surrogate(pl.LightningModule):
             return
         pearson = self.val_pearson.compute().reshape(-1)
         self.val_pearson.reset()
-        self.log("val/pearson", pearson.mean())
-        if self.num_members > 1:
-            self.log_dict({f"val/pearson_m{m}": v for m, v in enumerate(pearson)})
-        if self.hparams.select_best:
-            self._keep_best(torch.nan_to_num(pearson, nan=-1.0))
-
-    @torch.no_grad()
-    def _keep_best(self, pearson: Tensor) -> None:
-        better = pearson.to(self.best_pearson) > self.best_pearson
-        if not better.any():
-            return
-        self.best_pearson[better] = pearson.to(self.best_pearson)[better]
-        state = {k: v for k, v in self.named_parameters()}
-        if self._best_state is None:
-            self._best_state = {k: v.detach().clone() for k, v in state.items()}
-        else:
-            for k, v in state.items():
-                self._best_state[k][better] = v.detach()[better]
+        self.log_dict(self._member_logs("val/pearson", pearson))
+        if self.best is not None:
+            self.best.update(pearson, dict(self.named_parameters()))
 
     def on_train_end(self) -> None:
         self.restore_best()
 
-    @torch.no_grad()
     def restore_best(self) -> None:
         """With ``select_best``, load each member's best-validation-Pearson weights."""
-        if self.hparams.select_best and self._best_state is not None:
-            for k, v in self.named_parameters():
-                v.copy_(self._best_state[k])
+        if self.best is not None:
+            self.best.restore(dict(self.named_parameters()))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if self._best_state is not None:
-            checkpoint["best_state"] = self._best_state
+        if self.best is not None and self.best.weights is not None:
+            checkpoint["best_state"] = self.best.weights
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self._best_state = checkpoint.get("best_state")
+        if self.best is not None:
+            self.best.weights = checkpoint.get("best_state")
 
     # --- design search (lightning_mbo.search.Searchable) ------------------------------------
     def predict_designs(self, x: Tensor, replicate: Tensor | None = None) -> Tensor:

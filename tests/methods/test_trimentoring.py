@@ -451,7 +451,7 @@ def test_select_best_restores_each_proxys_best_epoch(pretrained: SimpleNamespace
     rec, model = pretrained.rec, pretrained.model
     pearson = torch.tensor(rec.pearson)  # (epochs, members)
     assert pearson.shape == (EPOCHS, 3)
-    torch.testing.assert_close(model.best_pearson, pearson.max(0).values, rtol=0, atol=1e-4)
+    torch.testing.assert_close(model.best.score, pearson.max(0).values, rtol=0, atol=1e-4)
     best = pearson.argmax(0).tolist()
     assert min(best) < EPOCHS - 1, f"best epochs {best}: every proxy peaked last, the test would not discriminate"
     params = dict(model.named_parameters())
