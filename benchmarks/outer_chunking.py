@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import add_device_args, device_line, load_line, median, setup_device, table, timed, versions_line  # noqa: E402
 
 from lightning_mbo.data.datamodule import MBODataModule  # noqa: E402
-from lightning_mbo.functional.outer_dot import auto_chunk, outer_dot  # noqa: E402
+from lightning_mbo.functional.outer_dot import OuterMSE, auto_chunk, outer_dot  # noqa: E402
 
 CPU_HIDDEN = (64, 64)
 
@@ -69,10 +69,10 @@ def main(argv: list[str] | None = None) -> None:
 
     results, times = {}, {c: [] for c in sizes}
     for c in sizes:  # warm-up, and the result to compare
-        results[c] = outer_dot(inner, params, x_nb, x, y, "relu", c)[0]
+        results[c] = outer_dot(inner, params, x_nb, OuterMSE(x, y, c), "relu")[0]
     for r in range(args.rounds):
         for c in (sizes if r % 2 == 0 else sizes[::-1]):
-            wall, _, _ = timed(lambda c=c: outer_dot(inner, params, x_nb, x, y, "relu", c), device)
+            wall, _, _ = timed(lambda c=c: outer_dot(inner, params, x_nb, OuterMSE(x, y, c), "relu"), device)
             times[c].append(wall)
     base = median(times[package])
     scale = float(results[package].abs().max())

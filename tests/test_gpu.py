@@ -40,6 +40,7 @@ def test_tf32_outer_pass_is_close_to_float32_and_restores_the_matmul_flag():
     flag is what it was before (also after an error inside), and the label gradient stays
     within TF32's ~1e-3 relative precision of the float32 one, but is not bit-identical."""
     from lightning_mbo.functional.mentoring import soft_label_grad_batched
+    from lightning_mbo.functional.outer_dot import OuterMSE
     from lightning_mbo.nn import StackedMLP
 
     torch.manual_seed(0)
@@ -52,11 +53,11 @@ def test_tf32_outer_pass_is_close_to_float32_and_restores_the_matmul_flag():
     soft = torch.rand(c, p, k * (k - 1) // 2, device="cuda")
     mask = torch.rand(c, p, k * (k - 1) // 2, device="cuda") < 0.6
     before = _matmul_precision()
-    out = {prec: soft_label_grad_batched(params, x_nb, soft, mask, x_data, y_data, beta=0.05, precision=prec)
+    out = {prec: soft_label_grad_batched(params, x_nb, soft, mask, OuterMSE(x_data, y_data, precision=prec), beta=0.05)
            for prec in ("float32", "tf32")}
     assert _matmul_precision() == before
     err = float((out["tf32"] - out["float32"]).norm() / out["float32"].norm())
     assert 0 < err < 1e-2, err
     with pytest.raises(RuntimeError):  # an error inside the block (a shape mismatch) still restores the flag
-        soft_label_grad_batched(params, x_nb, soft, mask, x_data[:, :3], y_data, precision="tf32")
+        soft_label_grad_batched(params, x_nb, soft, mask, OuterMSE(x_data[:, :3], y_data, precision="tf32"))
     assert _matmul_precision() == before

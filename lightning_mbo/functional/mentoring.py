@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 from torch.func import grad, vmap
 
-from lightning_mbo.functional.outer_dot import OuterPrecision, outer_dot
+from lightning_mbo.functional.outer_dot import OuterMSE, outer_dot
 from lightning_mbo.nn import member_forward
 
 __all__ = [
@@ -229,16 +229,7 @@ _pair_grad = vmap(grad(_pair_objective), in_dims=(0, 0, 0, 0, None))
 
 
 def _soft_label_grad_flat(
-    params: dict[str, Tensor],
-    x_nb: Tensor,
-    soft: Tensor,
-    mask: Tensor,
-    x_data: Tensor,
-    y_data: Tensor,
-    activation: str,
-    beta: float,
-    data_chunk: int | None,
-    precision: OuterPrecision = "float32",
+    params: dict[str, Tensor], x_nb: Tensor, soft: Tensor, mask: Tensor, outer: OuterMSE, activation: str, beta: float
 ) -> Tensor:
     """:func:`soft_label_grad_batched` on ``M`` flat members.
 
@@ -249,7 +240,7 @@ def _soft_label_grad_flat(
     inner = {n: params[n] - beta * g_pair[n] for n in params}  # θ' = θ - β ∇_θ L_pair(θ; s)
     del g_pair
     # u_a = <∇_θ' L_data(θ'), ∇_θ f(x_a; θ)> for all K points (lightning_mbo.functional.outer_dot)
-    u, pred = outer_dot(inner, params, x_nb, x_data, y_data.reshape(-1), activation, data_chunk, precision)
+    u, pred = outer_dot(inner, params, x_nb, outer, activation)
     i, j = pair_indices(x_nb.shape[-2], x_nb.device)
     p = torch.sigmoid(pred[:, i] - pred[:, j])
     # c_k = -∂²BCE/∂d∂s = p(1-p)(1/(p+ε) + 1/(1-p+ε)); exactly 1 for ε = 0.
@@ -259,18 +250,15 @@ def _soft_label_grad_flat(
     return torch.where(mask, ds, torch.zeros_like(ds))
 
 
+def _per_copy(x_nb: Tensor, mask: Tensor) -> Tensor:
+    """Each candidate's points ``(C, K, D)`` repeated for its ``P`` proxy copies: ``(C·P, K, D)``."""
+    c, p = mask.shape[:2]
+    return x_nb.unsqueeze(1).expand(c, p, *x_nb.shape[-2:]).reshape(c * p, *x_nb.shape[-2:])
+
+
 def soft_label_grad_batched(
-    params: dict[str, Tensor],
-    x_nb: Tensor,
-    soft: Tensor,
-    mask: Tensor,
-    x_data: Tensor,
-    y_data: Tensor,
-    *,
-    activation: str = "relu",
-    beta: float = 1e-3,
-    data_chunk: int | None = None,
-    precision: OuterPrecision = "float32",
+    params: dict[str, Tensor], x_nb: Tensor, soft: Tensor, mask: Tensor, outer: OuterMSE, *,
+    activation: str = "relu", beta: float = 1e-3,
 ) -> Tensor:
     """Label gradient ``∂L_data(θ'(s))/∂s`` for all candidates and proxies, in closed form.
 
@@ -291,47 +279,22 @@ def soft_label_grad_batched(
         x_nb: ``(C, K, D)`` neighbourhood points of each candidate.
         soft: ``(C, P, n_pairs)`` labels ``s`` at which to differentiate.
         mask: ``(C, P, n_pairs)`` bool, the pairs ``P_m`` of each proxy copy.
-        x_data: ``(N, D)`` static training inputs.
-        y_data: ``(N,)`` static training scores.
+        outer: the static training set of ``L_data`` and how its pass is computed.
         activation: hidden activation of the proxies.
         beta: inner learning rate ``β``.
-        data_chunk: rows of ``x_data`` per chunk (None: sized by :func:`outer_dot.auto_chunk`).
-        precision: arithmetic of the outer MSE's large products (see :func:`outer_dot`).
 
     Returns:
         ``(C, P, n_pairs)``; 0 off the mask (and for proxies with an empty mask).
     """
     c, p, n_pairs = mask.shape
-    k, d = x_nb.shape[-2:]
-    out = _soft_label_grad_flat(
-        _flatten(params, 2),
-        x_nb.unsqueeze(1).expand(c, p, k, d).reshape(c * p, k, d),
-        soft.reshape(c * p, n_pairs),
-        mask.reshape(c * p, n_pairs),
-        x_data,
-        y_data,
-        activation,
-        beta,
-        data_chunk,
-        precision,
-    )
-    return out.reshape(c, p, n_pairs)
+    flat = _soft_label_grad_flat(_flatten(params, 2), _per_copy(x_nb, mask), soft.reshape(c * p, n_pairs),
+                                 mask.reshape(c * p, n_pairs), outer, activation, beta)
+    return flat.reshape(c, p, n_pairs)
 
 
 def mentor_batched(
-    params: dict[str, Tensor],
-    x_nb: Tensor,
-    consensus: Tensor,
-    mask: Tensor,
-    x_data: Tensor,
-    y_data: Tensor,
-    *,
-    activation: str = "relu",
-    beta: float = 1e-3,
-    lambda_s: float = 0.1,
-    soft_labels: bool = True,
-    data_chunk: int | None = None,
-    precision: OuterPrecision = "float32",
+    params: dict[str, Tensor], x_nb: Tensor, consensus: Tensor, mask: Tensor, outer: OuterMSE, *,
+    activation: str = "relu", beta: float = 1e-3, lambda_s: float = 0.1, soft_labels: bool = True,
 ) -> tuple[dict[str, Tensor], Tensor]:
     """One mentoring step of every proxy copy of every candidate at once (batched backend).
 
@@ -353,14 +316,11 @@ def mentor_batched(
         x_nb: ``(C, K, D)`` neighbourhood points of each candidate.
         consensus: ``(C, n_pairs)`` consensus labels (0/1).
         mask: ``(C, P, n_pairs)`` bool disagreement masks.
-        x_data: ``(N, D)`` static training inputs.
-        y_data: ``(N,)`` static training scores.
+        outer: the outer objective's training set (every row enters ``L_data``), chunking and arithmetic.
         activation: hidden activation of the proxies.
         beta: inner and mentoring learning rate ``β``.
         lambda_s: soft-label learning rate ``λ_s``.
         soft_labels: refine labels by the bi-level step (default) or use hard labels (ablation).
-        data_chunk: rows of ``x_data`` per chunk of the outer MSE (None: sized by :func:`outer_dot.auto_chunk`).
-        precision: arithmetic of the outer MSE's large products (see :func:`outer_dot`).
 
     Returns:
         ``(new_params, soft)``: the mentored tensors, same shapes as ``params`` (bit-identical
@@ -368,28 +328,17 @@ def mentor_batched(
         proxy's mask, the consensus elsewhere.
     """
     c, p, n_pairs = mask.shape
-    k, d = x_nb.shape[-2:]
     m = c * p
     flat = _flatten(params, 2)
-    x_flat = x_nb.unsqueeze(1).expand(c, p, k, d).reshape(m, k, d)
+    x_flat = _per_copy(x_nb, mask)
     mask_flat = mask.reshape(m, n_pairs)
     soft = consensus.to(x_nb.dtype).unsqueeze(1).expand(c, p, n_pairs).reshape(m, n_pairs).clone()
     if soft_labels:
         active = mask_flat.any(-1).nonzero().squeeze(-1)
         if active.numel() > 0:
             s_a, mask_a = soft[active], mask_flat[active]
-            g_s = _soft_label_grad_flat(
-                {n: t[active] for n, t in flat.items()},
-                x_flat[active],
-                s_a,
-                mask_a,
-                x_data,
-                y_data,
-                activation,
-                beta,
-                data_chunk,
-                precision,
-            )
+            g_s = _soft_label_grad_flat({n: t[active] for n, t in flat.items()}, x_flat[active], s_a, mask_a, outer,
+                                        activation, beta)
             refined = torch.where(mask_a, (s_a - lambda_s * g_s).clamp(0.0, 1.0), s_a)
             soft = soft.index_copy(0, active, refined)
     # Mentoring step; an empty mask gives an exactly zero gradient, so θ is left unchanged.

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -24,6 +25,7 @@ from lightning_mbo.choices import check_choice
 from lightning_mbo.nn import activation_fn, activation_grad_fn
 
 __all__ = [
+    "OuterMSE",
     "OuterPrecision",
     "auto_chunk",
     "outer_dot",
@@ -124,15 +126,42 @@ def _point_signals(
     return pred, acts, deltas[::-1]
 
 
+@dataclass(frozen=True)
+class OuterMSE:
+    """The outer objective of the soft-label step (paper Eq. 9), ``L_data(θ) = 1/N Σ_n (f(x_n; θ)
+    - y_n)²`` over the whole static training set, and how the pass over its rows is computed.
+
+    Attributes:
+        x: ``(N, D)`` static training inputs (at least one row).
+        y: ``(N,)`` static training scores (an ``(N, 1)`` column is flattened).
+        data_chunk: rows per chunk of the pass (``None``: :func:`auto_chunk`).
+        precision: ``float32`` (default, what the released code runs), ``tf32`` (float32
+            tensors, products on a GPU's TensorFloat-32 matrix units; no effect on CPU) or
+            ``bfloat16`` (the pass over the ``N`` rows in bfloat16: weights, inputs and
+            activations rounded, products accumulated in float32; the sums over rows and
+            everything at the ``K`` points stay in the parameters' dtype).
+    """
+
+    x: Tensor
+    y: Tensor
+    data_chunk: int | None = None
+    precision: OuterPrecision = "float32"
+
+    def __post_init__(self) -> None:
+        check_choice("outer precision", self.precision, OuterPrecision)
+        object.__setattr__(self, "y", self.y.reshape(-1))
+        if self.x.shape[0] == 0:
+            raise ValueError("the outer MSE needs at least one training row (x_data is empty)")
+        if self.y.shape[0] != self.x.shape[0]:
+            raise ValueError(f"the outer MSE has {self.x.shape[0]} inputs but {self.y.shape[0]} scores")
+
+
 def outer_dot(
     inner: dict[str, Tensor],
     params: dict[str, Tensor],
     x_nb: Tensor,
-    x_data: Tensor,
-    y_data: Tensor,
+    outer: OuterMSE,
     activation: str = "relu",
-    data_chunk: int | None = None,
-    precision: OuterPrecision = "float32",
 ) -> tuple[Tensor, Tensor]:
     """``u_a = <∇_θ' L_data(θ'), ∇_θ f(x_a; θ)>`` for the ``K`` points of ``M`` stacked members.
 
@@ -155,23 +184,14 @@ def outer_dot(
         inner: ``(M, ...)`` member tensors ``θ'`` at which the data loss is differentiated.
         params: ``(M, ...)`` member tensors ``θ`` at which ``f``'s gradients are taken.
         x_nb: ``(M, K, D)`` points.
-        x_data: ``(N, D)`` static training inputs.
-        y_data: ``(N,)`` static training scores.
+        outer: the training set ``L_data`` runs over, and the pass's chunking and arithmetic.
         activation: hidden activation.
-        data_chunk: rows per chunk (``None``: :func:`auto_chunk`).
-        precision: ``float32`` (default, what the released code runs), ``tf32`` (float32
-            tensors, products on a GPU's TensorFloat-32 matrix units; no effect on CPU) or
-            ``bfloat16`` (the pass over the ``N`` rows in bfloat16: weights, inputs and
-            activations rounded, products accumulated in float32; the sums over rows and
-            everything at the ``K`` points stay in the parameters' dtype).
 
     Returns:
         ``(u (M, K), pred (M, K))`` with ``pred`` the members' predictions at the points at ``θ``.
     """
-    check_choice("outer precision", precision, OuterPrecision)
+    x_data, y_data, precision = outer.x, outer.y, outer.precision
     n = x_data.shape[0]
-    if n == 0:
-        raise ValueError("x_data must have at least one row")
     pred, p_acts, p_deltas = _point_signals(params, x_nb, activation)
     dtype = x_nb.dtype
     low = torch.bfloat16 if precision == "bfloat16" else dtype
@@ -189,7 +209,7 @@ def outer_dot(
     relu = activation == "relu"
     act, act_grad = activation_fn(activation), activation_grad_fn(activation)
 
-    step = auto_chunk(inner, x_data) if data_chunk is None else max(int(data_chunk), 1)
+    step = auto_chunk(inner, x_data) if outer.data_chunk is None else max(int(outer.data_chunk), 1)
     members = x_nb.shape[0]
     x_low = x_data.to(low)
     u = torch.zeros_like(pred)

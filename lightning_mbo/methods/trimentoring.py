@@ -28,7 +28,7 @@ from lightning_mbo.functional.mentoring import (
     summed_rank_labels,
 )
 from lightning_mbo.functional.mentoring_higher import mentor_proxy_higher
-from lightning_mbo.functional.outer_dot import OuterPrecision
+from lightning_mbo.functional.outer_dot import OuterMSE, OuterPrecision
 from lightning_mbo.methods.ignite import Ignite
 from lightning_mbo.methods.surrogate import Surrogate
 from lightning_mbo.nn import Activation, Init, member_module
@@ -158,7 +158,8 @@ class TriMentoring(Surrogate):
         replicate = self.replicate_of(candidate_ids, num_total)
         if not self.hparams.mentoring:
             return SearchObjective(lambda x: self.predict_designs(x, replicate))
-        x_data, y_data = data.x.to(self.device), data.y.to(self.device)
+        hp = self.hparams
+        outer = OuterMSE(data.x.to(self.device), data.y.to(self.device), hp.data_chunk, hp.outer_precision)
         seed = self.hparams.mentoring_seed
         gen = torch.Generator().manual_seed(torch.initial_seed() if seed is None else seed)
         ids = candidate_ids.cpu()
@@ -169,12 +170,12 @@ class TriMentoring(Surrogate):
             return neighbourhood(x, k, self.hparams.delta, noise=torch.randn((num_total, k, d), generator=gen)[ids])
 
         if self.hparams.shared_proxies:
-            return self._shared_search(replicate, x_data, y_data, neighbourhoods)
+            return self._shared_search(replicate, outer, neighbourhoods)
         # Each candidate's own copy of its replicate's P proxies: (C, P, ...).
         proxies = self._proxy_copies(replicate)
         if self.hparams.backend == "batched":
-            return self._batched_search(proxies, x_data, y_data, neighbourhoods)
-        return self._higher_search(proxies, x_data, y_data, neighbourhoods)
+            return self._batched_search(proxies, outer, neighbourhoods)
+        return self._higher_search(proxies, outer, neighbourhoods)
 
     def _proxy_copies(self, replicate: Tensor) -> dict[str, Tensor]:
         """Copies of the trained proxies of the given replicates: ``(len(replicate), P, ...)`` each."""
@@ -198,7 +199,7 @@ class TriMentoring(Surrogate):
         return {"disagreement": float(mask.sum(-1).float().mean()), "soft_label_drift": float(drift)}
 
     @torch.no_grad()
-    def _mentor_step(self, state: dict[str, Tensor], x_nb: Tensor, x_data: Tensor, y_data: Tensor,
+    def _mentor_step(self, state: dict[str, Tensor], x_nb: Tensor, outer: OuterMSE,
                      pair_filter: Tensor | None = None) -> dict[str, float]:
         """One mentoring step of the stacked proxy copies ``state`` ``(G, P, ...)`` on the
         neighbourhoods ``x_nb`` ``(G, K, D)``; ``pair_filter`` keeps only some pairs. Returns the
@@ -207,24 +208,23 @@ class TriMentoring(Surrogate):
         if pair_filter is not None:
             mask = mask & pair_filter
         new, soft = mentor_batched(
-            state, x_nb, consensus, mask, x_data, y_data, activation=self.hparams.activation,
+            state, x_nb, consensus, mask, outer, activation=self.hparams.activation,
             beta=self.hparams.beta, lambda_s=self.hparams.lambda_s, soft_labels=self.hparams.soft_labels,
-            data_chunk=self.hparams.data_chunk, precision=self.hparams.outer_precision,
         )
         state.update(new)
         return self._stats(mask, consensus, soft)
 
-    def _batched_search(self, state: dict[str, Tensor], x_data: Tensor, y_data: Tensor,
+    def _batched_search(self, state: dict[str, Tensor], outer: OuterMSE,
                         neighbourhoods: Callable[[Tensor], Tensor]) -> SearchObjective:
         def before_step(x: Tensor, t: int) -> dict[str, float]:
-            return self._mentor_step(state, neighbourhoods(x), x_data, y_data)
+            return self._mentor_step(state, neighbourhoods(x), outer)
 
         def objective(x: Tensor) -> Tensor:
             return predict_stacked(state, x.unsqueeze(1), self.hparams.activation)[..., 0].mean(-1)
 
         return SearchObjective(objective, before_step)
 
-    def _shared_search(self, replicate: Tensor, x_data: Tensor, y_data: Tensor,
+    def _shared_search(self, replicate: Tensor, outer: OuterMSE,
                        neighbourhoods: Callable[[Tensor], Tensor]) -> SearchObjective:
         """One proxy set per replicate, mentored on the pairs of all its candidates at once."""
         act, k = self.hparams.activation, self.hparams.neighbours
@@ -238,14 +238,14 @@ class TriMentoring(Surrogate):
         within = (i // k) == (j // k)
 
         def before_step(x: Tensor, t: int) -> dict[str, float]:
-            return self._mentor_step(state, neighbourhoods(x).reshape(g, n * k, -1), x_data, y_data, within)
+            return self._mentor_step(state, neighbourhoods(x).reshape(g, n * k, -1), outer, within)
 
         def objective(x: Tensor) -> Tensor:
             return predict_stacked(state, x.reshape(g, n, -1), act).mean(1).reshape(-1)
 
         return SearchObjective(objective, before_step)
 
-    def _higher_search(self, state: dict[str, Tensor], x_data: Tensor, y_data: Tensor,
+    def _higher_search(self, state: dict[str, Tensor], outer: OuterMSE,
                        neighbourhoods: Callable[[Tensor], Tensor]) -> SearchObjective:
         act = self.hparams.activation
         c, n_proxies = next(iter(state.values())).shape[:2]
@@ -262,7 +262,7 @@ class TriMentoring(Surrogate):
                     pred = torch.stack([m(x_nb[i])[..., 0] for m in proxies[i]])
                 consensus, mask = self._consensus(pred)
                 soft = torch.stack([
-                    mentor_proxy_higher(m, x_nb[i], consensus, mask[p], x_data, y_data, beta=self.hparams.beta,
+                    mentor_proxy_higher(m, x_nb[i], consensus, mask[p], outer.x, outer.y, beta=self.hparams.beta,
                                         lambda_s=self.hparams.lambda_s, soft_labels=self.hparams.soft_labels)
                     for p, m in enumerate(proxies[i])
                 ])

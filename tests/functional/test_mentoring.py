@@ -23,7 +23,7 @@ from lightning_mbo.functional.mentoring import (
     summed_rank_labels,
 )
 from lightning_mbo.functional.mentoring_higher import mentor_proxy_higher, soft_label_grad_higher
-from lightning_mbo.functional.outer_dot import auto_chunk, outer_dot
+from lightning_mbo.functional.outer_dot import OuterMSE, auto_chunk, outer_dot
 from lightning_mbo.nn import StackedMLP, member_forward, member_module, member_params
 
 F64 = torch.float64
@@ -227,9 +227,7 @@ def test_batched_label_grad_equals_higher(data_chunk: int | None) -> None:
     mask = torch.rand(C, P, n_pairs, generator=g) < 0.5
     mask[2, 1] = False  # one empty set
     beta = 0.05
-    batched = soft_label_grad_batched(
-        params, x_nb, soft, mask, x_data, y_data, beta=beta, data_chunk=data_chunk
-    )
+    batched = soft_label_grad_batched(params, x_nb, soft, mask, OuterMSE(x_data, y_data, data_chunk), beta=beta)
     assert batched.shape == (C, P, n_pairs)
     assert torch.equal(batched[2, 1], torch.zeros(n_pairs, dtype=F64))
     for c in range(C):
@@ -253,7 +251,7 @@ def test_outer_dot_equals_autograd(activation: str, data_chunk: int | None) -> N
     inner = {n: t + 0.1 * torch.randn_like(t) for n, t in theta.items()}
     x_data, y_data = _data(2, n=31)
     x_nb = torch.randn(m, K, D, dtype=F64)
-    u, pred = outer_dot(inner, theta, x_nb, x_data, y_data, activation, data_chunk)
+    u, pred = outer_dot(inner, theta, x_nb, OuterMSE(x_data, y_data, data_chunk), activation)
     assert u.shape == pred.shape == (m, K)
     for member in range(m):
         th = {n: t[member].clone().requires_grad_(True) for n, t in theta.items()}
@@ -298,7 +296,7 @@ def test_outer_precision_bfloat16_and_tf32_stay_close_to_float32() -> None:
     soft = torch.rand(c, P, n_pairs)
     mask = torch.rand(c, P, n_pairs) < 0.6
     out = {
-        prec: soft_label_grad_batched(params, x_nb, soft, mask, x_data, y_data, beta=0.05, precision=prec)
+        prec: soft_label_grad_batched(params, x_nb, soft, mask, OuterMSE(x_data, y_data, precision=prec), beta=0.05)
         for prec in ("float32", "tf32", "bfloat16")
     }
     assert torch.equal(out["tf32"], out["float32"])
@@ -306,7 +304,7 @@ def test_outer_precision_bfloat16_and_tf32_stay_close_to_float32() -> None:
     err = (out["bfloat16"] - ref).norm() / ref.norm()
     assert 0 < err < 3e-2, err
     with pytest.raises(ValueError, match="outer precision"):
-        soft_label_grad_batched(params, x_nb, soft, mask, x_data, y_data, precision="fp8")
+        soft_label_grad_batched(params, x_nb, soft, mask, OuterMSE(x_data, y_data, precision="fp8"))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -362,7 +360,7 @@ def _batched_step(params, x_nb, x_data, y_data, data_chunk, **kw):
         labels = pairwise_labels(predict_stacked(params, x_nb))
         consensus = majority_vote(labels)
         mask = disagreement_mask(labels, consensus)
-        new, soft = mentor_batched(params, x_nb, consensus, mask, x_data, y_data, data_chunk=data_chunk, **kw)
+        new, soft = mentor_batched(params, x_nb, consensus, mask, OuterMSE(x_data, y_data, data_chunk), **kw)
     return consensus, mask, soft, new
 
 
@@ -436,7 +434,7 @@ def test_mentor_batched_does_not_modify_inputs() -> None:
     labels = pairwise_labels(predict_stacked(params, x_nb))
     consensus = majority_vote(labels)
     mask = disagreement_mask(labels, consensus)
-    new, _ = mentor_batched(params, x_nb, consensus, mask, x_data, y_data, beta=0.05)
+    new, _ = mentor_batched(params, x_nb, consensus, mask, OuterMSE(x_data, y_data), beta=0.05)
     assert all(torch.equal(params[n], snapshot[n]) for n in params)
     assert any(not torch.equal(new[n], params[n]) for n in params)
     assert all(new[n].shape == params[n].shape for n in params)
@@ -512,7 +510,7 @@ def test_one_mentoring_step_equals_plain_autograd_reference(beta: float, lambda_
 
     # Batched backend, one candidate with one proxy.
     params = {n: t[None, None] for n, t in zip(names, theta0, strict=True)}
-    new, s_batched = mentor_batched(params, x_nb[None], consensus[None], mask[None, None], x_data, y_data,
+    new, s_batched = mentor_batched(params, x_nb[None], consensus[None], mask[None, None], OuterMSE(x_data, y_data),
                                     beta=beta, lambda_s=lambda_s)
     torch.testing.assert_close(s_batched[0, 0, mask], s_ref, rtol=0, atol=1e-12)
     for name, ref in zip(names, theta_ref, strict=True):
