@@ -140,8 +140,8 @@ def pretrain(dm: MBODataModule, hidden: tuple[int, ...], epochs: int, device: to
 def ascend(proxies: TriMentoring, backend: str, dm: MBODataModule, x0: torch.Tensor, steps: int,
            data_chunk: int | None, device: torch.device, precision: str = "float32"):
     """One design ascent exactly as DesignAscent runs it, with this backend, timed (wall and process CPU)."""
-    model = TriMentoring(dm.input_dim, hidden=proxies.hparams.hidden, backend=backend, data_chunk=data_chunk,
-                         outer_precision=precision)
+    model = TriMentoring(dm.input_dim, hidden=proxies.hparams.hidden, backend=backend, outer_precision=precision)
+    model.data_chunk = data_chunk
     model.load_state_dict(proxies.state_dict())
     model = model.to(device).eval()
     data = dm.search_data()

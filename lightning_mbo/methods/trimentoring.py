@@ -72,8 +72,6 @@ class TriMentoring(Surrogate):
         lambda_s: soft-label learning rate λ_s.
         backend: ``batched`` (all candidates at once, torch.func) or ``higher`` (one candidate and
             proxy at a time, the released algorithm; slow, the reference).
-        data_chunk: rows of the training set per chunk in the outer MSE gradient (``null``: sized to
-            a memory budget, see :func:`lightning_mbo.functional.outer_dot.auto_chunk`).
         outer_precision: arithmetic of the outer MSE's large matrix products in the batched
             backend: ``float32`` (the released code's), ``tf32`` (TensorFloat-32 on a GPU's matrix
             units; no effect on CPU) or ``bfloat16`` (operands rounded, float32 accumulation).
@@ -87,6 +85,11 @@ class TriMentoring(Surrogate):
     """
 
     per_member_split = True
+
+    #: Training rows per chunk of the batched outer-MSE pass (an engineering knob: results agree
+    #: to rounding for any value). ``None``: sized to a memory budget by
+    #: :func:`lightning_mbo.functional.outer_dot.auto_chunk`; set it on the instance to fix it.
+    data_chunk: int | None = None
 
     #: The released code's design search on discrete tasks (TFBind8, TFBind10): Adam, lr 0.1, 100 steps.
     SEARCH_DISCRETE = SearchSettings(steps=100, lr=0.1, optimizer="adam")
@@ -114,7 +117,6 @@ class TriMentoring(Surrogate):
         beta: float = 1e-3,
         lambda_s: float = 0.1,
         backend: Backend = "batched",
-        data_chunk: int | None = None,
         outer_precision: OuterPrecision = "float32",
         shared_proxies: bool = False,
         mentoring_seed: int | None = None,
@@ -159,7 +161,7 @@ class TriMentoring(Surrogate):
         if not self.hparams.mentoring:
             return SearchObjective(lambda x: self.predict_designs(x, replicate))
         hp = self.hparams
-        outer = OuterMSE(data.x.to(self.device), data.y.to(self.device), hp.data_chunk, hp.outer_precision)
+        outer = OuterMSE(data.x.to(self.device), data.y.to(self.device), self.data_chunk, hp.outer_precision)
         seed = self.hparams.mentoring_seed
         gen = torch.Generator().manual_seed(torch.initial_seed() if seed is None else seed)
         ids = candidate_ids.cpu()
