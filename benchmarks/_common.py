@@ -16,7 +16,7 @@ import torch
 
 T = TypeVar("T")
 
-#: design-baselines' surrogate width (METHODS.md 2).
+#: design-baselines' surrogate width (Trabucco et al., ICML 2022).
 PUBLISHED_HIDDEN = (2048, 2048)
 
 

@@ -1,6 +1,6 @@
 """Tri-mentoring design ascent: the per-candidate ``higher`` backend against the ``batched`` one.
 
-The faithful TFBind8 ascent (METHODS.md 4): 128 candidates, 100 Adam steps, each candidate
+The faithful TFBind8 ascent (Chen et al., NeurIPS 2023, released code): 128 candidates, 100 Adam steps, each candidate
 with its own copies of the three proxies, mentored before every step; the outer MSE of the
 soft-label step runs over the WHOLE visible training set (``datamodule.x``, 32,898 rows).
 ``TriMentoring(backend="higher")`` mentors one candidate and one proxy at a time with
@@ -297,7 +297,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"batched throughput, outer {precision}: {achieved / 1e12:.2f} TFLOP/s of outer-MSE work "
               f"(4 N P per copy-step, counting every copy as mentored)")
     if cuda and hidden == (2048, 2048):
-        print("reference (METHODS.md 4): the released code, one H100, 76 ms per candidate-step, "
+        print("reference: the released code, one H100, 76 ms per candidate-step, "
               "7.6 s per candidate, ~16 min for 128 candidates")
     if not math.isfinite(per_h / per_b):
         raise SystemExit("timing failed")

@@ -9,6 +9,7 @@ published numbers alongside, IGNITE's λ and ρ‖∇h‖ at the end of training
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -24,7 +25,8 @@ import torch
 from jsonargparse import CLI
 from tqdm.auto import tqdm
 
-from lightning_mbo.callbacks.design_ascent import atomic_write
+from lightning_mbo.results import atomic_write, load_rows, save_json
+from lightning_mbo.validation import SettingsError, check_range
 
 #: Published 100th-percentile numbers by (task, method): re-runs of the released code over 8 seeds,
 #: the IGNITE paper's text (Dao et al., NeurIPS 2024) and the Tri-mentoring paper (Chen et al., NeurIPS 2023).
@@ -61,6 +63,7 @@ def run_grid(
     args: list[str] | None = None,
     replicates: int = 1,
     label: str = "",
+    rerun_changed: bool = False,
 ) -> list[dict[str, Any]]:
     """Run every method for every seed and write the table.
 
@@ -74,37 +77,75 @@ def run_grid(
             initialisation and data order from it), and each gets its own results row,
             labelled with the seed and its replicate index.
         label: a line printed under the table's title (e.g. "quick CPU scale").
+        rerun_changed: a finished run whose resolved config differs from what the grid now asks
+            for (a config file or an argument changed) is run again; without it the grid refuses,
+            naming the run and the first difference.
 
     Returns:
         One row per finished run (per replicate).
+
+    Each run's folder keeps ``grid_job.json``: its command line and its fully resolved config (what
+    ``fit --print_config`` prints), the key a finished run is reused by.
     """
-    if replicates < 1:
-        raise ValueError(f"replicates must be >= 1, got {replicates}")
+    check_range("replicates", replicates, 1)
     out = Path(output_dir)
     jobs = [(run, seed) for run in runs for seed in seeds]
     rows: list[dict[str, Any]] = []
     for run, seed in tqdm(jobs, desc="benchmark grid", unit="run"):
         run_dir = out / run.name / f"seed_{seed}"
         result_file = run_dir / "results.json"
+        cli_args = ["fit"]
+        for cfg in run.configs:
+            cli_args += ["--config", cfg]
+        cli_args += [
+            *run.args, *(args or []),
+            f"--seed_everything={seed}", f"--data.seed={seed}",
+            f"--trainer.logger.init_args.save_dir={run_dir}",
+            "--trainer.logger.init_args.name=", "--trainer.logger.init_args.version=",
+            "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+        ]
+        if replicates > 1:
+            cli_args.append(f"--model.init_args.replicates={replicates}")
+        job = {"args": cli_args, "resolved": resolved_config(cli_args)}
+        if result_file.exists() and _changed(run_dir, job, rerun_changed):
+            result_file.unlink()
         if not result_file.exists():
-            cli_args = ["fit"]
-            for cfg in run.configs:
-                cli_args += ["--config", cfg]
-            cli_args += [
-                *run.args, *(args or []),
-                f"--seed_everything={seed}", f"--data.seed={seed}",
-                f"--trainer.logger.init_args.save_dir={run_dir}",
-                "--trainer.logger.init_args.name=", "--trainer.logger.init_args.version=",
-                "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
-            ]
-            if replicates > 1:
-                cli_args.append(f"--model.init_args.replicates={replicates}")
             _fit(cli_args, run_dir)
-        result = json.loads(result_file.read_text())
-        for i, row in enumerate(result.get("runs", [result])):
-            rows.append({**row, "run": run.name, "seed": seed, "replicate": i})
+            save_json(run_dir / "grid_job.json", job)
+        rows += [{**row, "run": run.name, "seed": seed} for row in load_rows(result_file)]
     write_table(rows, out, label)
     return rows
+
+
+def resolved_config(cli_args: list[str]) -> str:
+    """The fully resolved config of ``python -m lightning_mbo <cli_args>`` (``--print_config``), parsed
+    in this process (nothing is built or trained)."""
+    from lightning_mbo.cli import main  # noqa: PLC0415
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        try:
+            main([*cli_args, "--print_config"])
+        except SystemExit as done:
+            if done.code not in (0, None):
+                raise SettingsError(f"the grid's run does not parse: {' '.join(cli_args)}") from None
+    return buf.getvalue()
+
+
+def _changed(run_dir: Path, job: dict[str, Any], rerun: bool) -> bool:
+    """Whether the finished run in ``run_dir`` was made by another config than ``job``'s; raises
+    unless ``rerun`` when it was."""
+    saved_file = run_dir / "grid_job.json"
+    saved = json.loads(saved_file.read_text()) if saved_file.exists() else {"resolved": ""}
+    if saved.get("resolved") == job["resolved"]:
+        return False
+    old, new = saved.get("resolved", "").splitlines(), job["resolved"].splitlines()
+    first = next((f"'{a.strip()}' is now '{b.strip()}'" for a, b in zip(old, new, strict=False) if a != b),
+                 "no record of its config" if not old else "lines were added or removed")
+    if not rerun:
+        raise SettingsError(f"{run_dir} holds a finished run of another config ({first}): pass --rerun_changed "
+                            "true to run it again, or delete the folder")
+    return True
 
 
 def _fit(cli_args: list[str], run_dir: Path) -> None:
@@ -136,6 +177,8 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             values = [v for r in group if "ignite" in r for v in r["ignite"][key]]
             entry[f"ignite_{key}_min"] = float(min(values)) if values else None
             entry[f"ignite_{key}_max"] = float(max(values)) if values else None
+        starts = [r["start_score_100th"] for r in group if "start_score_100th" in r]
+        entry["start_score_100th"] = float(np.mean(starts)) if starts else None
         entry["best_visible"] = group[0]["best_visible"]
         entry["published_100th"] = PUBLISHED.get((task, group[0]["method"]), "")
         table.append(entry)
@@ -157,26 +200,33 @@ def _provenance() -> str:
     return f"machine: {device}, {torch.get_num_threads()} threads; torch {torch.__version__}; commit {commit}"
 
 
-def write_table(rows: list[dict[str, Any]], out: Path, label: str = "") -> None:
-    """Write ``table.md``, ``table.csv`` and ``table.png`` into ``out`` (atomically)."""
-    table = summarize(rows)
+def format_table(table: list[dict[str, Any]], label: str = "") -> str:
+    """The Markdown table of :func:`summarize`'s entries, with the machine and commit."""
     md = ["# Normalised scores (mean ± std over runs)", ""]
     if label:
         md += [label, ""]
     md += [_provenance(), ""]
-    md += ["| task | run | method | seeds | runs | 100th | 80th | 50th | published 100th | D(best) "
-           "| λ end | ρ‖∇h‖ end | wall s / run |",
-           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    md += ["| task | run | method | seeds | runs | 100th | 80th | 50th | starting designs 100th | published 100th "
+           "| D(best) | λ end | ρ‖∇h‖ end | wall s / run |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for e in table:
+        start = "-" if e["start_score_100th"] is None else f"{e['start_score_100th']:.3f}"
         md.append(
             f"| {e['task']} | {e['run']} | {e['method']} | {e['seeds']} | {e['n']} "
             f"| {e['score_100th_mean']:.3f} ± {e['score_100th_std']:.3f} "
             f"| {e['score_80th_mean']:.3f} ± {e['score_80th_std']:.3f} "
-            f"| {e['score_50th_mean']:.3f} ± {e['score_50th_std']:.3f} "
+            f"| {e['score_50th_mean']:.3f} ± {e['score_50th_std']:.3f} | {start} "
             f"| {e['published_100th'] or '-'} | {e['best_visible']:.3f} "
             f"| {_range(e, 'lambda')} | {_range(e, 'rho_grad_norm')} | {e['wall_seconds_mean']:.1f} |"
         )
-    atomic_write(out / "table.md", lambda f: f.write(("\n".join(md) + "\n").encode()))
+    return "\n".join(md) + "\n"
+
+
+def write_table(rows: list[dict[str, Any]], out: Path, label: str = "") -> None:
+    """Write ``table.md``, ``table.csv`` and ``table.png`` into ``out`` (atomically)."""
+    table = summarize(rows)
+    text = format_table(table, label)
+    atomic_write(out / "table.md", lambda f: f.write(text.encode()))
     buf = io.StringIO()
     if table:
         writer = csv.DictWriter(buf, fieldnames=list(table[0]))
@@ -206,6 +256,35 @@ def _plot(table: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def main(args: list[str] | None = None) -> None:
-    """``python -m lightning_mbo benchmark --config configs/benchmarks/<name>.yaml``."""
+def main(args: list[str] | None = None) -> int:
+    """``python -m lightning_mbo benchmark --config configs/benchmarks/<name>.yaml``; a usage error
+    exits 2."""
     CLI(run_grid, args=args, as_positional=False)
+    return 0
+
+
+def collect(folder: str, output_dir: str | None = None, label: str = "") -> list[dict[str, Any]]:
+    """Every ``results.json`` below ``folder``, as one table: mean ± std by task and method.
+
+    Args:
+        folder: where to look (recursively), e.g. ``logs``.
+        output_dir: also write ``table.md``, ``table.csv`` and ``table.png`` there.
+        label: a line under the table's title.
+
+    Returns:
+        The rows found.
+    """
+    files = sorted(Path(folder).rglob("results.json"))
+    if not files:
+        raise SettingsError(f"no results.json below {folder}: point it at a folder of runs, e.g. logs")
+    rows = [{**row, "run": row["method"]} for f in files for row in load_rows(f)]
+    if output_dir:
+        write_table(rows, Path(output_dir), label)
+    print(format_table(summarize(rows), label or f"{len(files)} results.json files below {folder}"))
+    return rows
+
+
+def collect_main(args: list[str] | None = None) -> int:
+    """``python -m lightning_mbo results logs/``."""
+    CLI(collect, args=args)
+    return 0

@@ -1,4 +1,11 @@
-"""The command line: ``python -m lightning_mbo fit --config configs/<task>/<method>.yaml``."""
+"""The command line: ``python -m lightning_mbo fit --config configs/<task>/<method>.yaml``.
+
+Where outputs go: ``<save_dir>/<task>/<method>/version_N/`` (``save_dir``: the configs' ``logs``,
+or ``--trainer.default_root_dir`` when given), holding ``config.yaml``, the TensorBoard events,
+``checkpoints/last.ckpt`` (every epoch at the default widths), ``designs.npy``, ``scores.npy``
+and ``results.json``. ``fit ... --ckpt_path <run>/checkpoints/last.ckpt`` resumes a run in its
+own folder; SIGTERM or Ctrl-C saves ``last.ckpt`` first and exits non-zero.
+"""
 
 from __future__ import annotations
 
@@ -7,25 +14,42 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import torch
 from pytorch_lightning import LightningModule, Trainer
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from lightning_mbo.callbacks.design_ascent import DesignAscent
+from lightning_mbo.callbacks.preemption import CheckpointOnInterrupt
+from lightning_mbo.checkpoint import CheckpointError, check_matches, load_checkpoint
 from lightning_mbo.data.datamodule import MBODataModule
 from lightning_mbo.methods.surrogate import Surrogate
 from lightning_mbo.tasks import BadDataError, DesignNotFoundError, MissingDataError, UnknownTaskError
+from lightning_mbo.validation import SettingsError
 
-#: Errors that mean bad input (task name, data, designs): reported as one message on the command line.
-USER_ERRORS = (UnknownTaskError, MissingDataError, BadDataError, DesignNotFoundError)
+#: Errors that mean bad input (settings, task name, data, designs, checkpoints): reported as one
+#: ``lightning_mbo: error:`` line on the command line, exit status 2.
+USER_ERRORS = (UnknownTaskError, MissingDataError, BadDataError, DesignNotFoundError, SettingsError, CheckpointError)
 
 #: The config of a plain `python -m lightning_mbo fit`: TFBind8, small enough for a laptop CPU.
 DEFAULT_CONFIG = Path(__file__).parent / "default.yaml"
 
+#: The logger folder the shipped configs name; ``--trainer.default_root_dir`` replaces it.
+DEFAULT_SAVE_DIR = "logs"
+
+#: Exit status of a run stopped by SIGTERM (128 + 15, as a shell reports it).
+EXIT_SIGTERM = 143
+
 
 class MBOTrainer(Trainer):
-    """A Trainer that connects the datamodule to the model before fitting, with one more entry
-    point: design search on a saved checkpoint."""
+    """A Trainer that connects the datamodule to the model before fitting, saves a checkpoint
+    when interrupted, and has one more entry point: design search on a saved checkpoint."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        callbacks = kwargs.pop("callbacks", None) or []
+        callbacks = list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
+        if not any(isinstance(c, CheckpointOnInterrupt) for c in callbacks):
+            callbacks.append(CheckpointOnInterrupt())
+        super().__init__(*args, callbacks=callbacks, **kwargs)
 
     def fit(self, model: LightningModule, train_dataloaders: Any = None, val_dataloaders: Any = None,
             datamodule: Any = None, *args: Any, **kwargs: Any) -> None:
@@ -37,7 +61,11 @@ class MBOTrainer(Trainer):
         super().fit(model, train_dataloaders, val_dataloaders, datamodule, *args, **kwargs)
 
     def ascend(self, model: LightningModule, datamodule: MBODataModule, ckpt_path: str | None = None) -> Any:
-        """Re-run design ascent and oracle scoring on ``ckpt_path`` without retraining.
+        """Re-run design search and oracle scoring on ``ckpt_path`` without retraining.
+
+        The checkpoint is loaded weights-only and must be the run the config describes (same
+        method, network, training settings and task); the search settings come from
+        ``--ascent.*`` and the method's defaults.
 
         Args:
             model: the model, built from the same config as the checkpoint.
@@ -45,10 +73,12 @@ class MBOTrainer(Trainer):
             ckpt_path: the checkpoint (e.g. ``logs/.../checkpoints/last.ckpt``).
         """
         if ckpt_path is None:
-            raise ValueError("ascend needs --ckpt_path: the checkpoint whose model should ascend")
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+            raise SettingsError("ascend needs --ckpt_path: the checkpoint whose model should search, e.g. "
+                                "--ckpt_path logs/<task>/<method>/version_0/checkpoints/last.ckpt")
+        ckpt = load_checkpoint(ckpt_path)
+        check_matches(ckpt, model, datamodule.hparams.task, ckpt_path)
         model.load_state_dict(ckpt["state_dict"])
-        # last.ckpt is written before fitting ends; ascent uses the weights fitting ended with.
+        # last.ckpt is written before fitting ends; search uses the weights fitting ended with.
         model.on_load_checkpoint(ckpt)
         model.restore_best()
         dm_state = ckpt.get(type(datamodule).__qualname__)
@@ -62,12 +92,70 @@ class MBOTrainer(Trainer):
 
 
 class MBOCLI(LightningCLI):
-    """LightningCLI that links the datamodule's input size into the model."""
+    """LightningCLI that links the datamodule's input size into the model, keeps the search
+    settings under ``--ascent.*``, and fills in what a run's settings imply (see the hooks)."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.input_dim", "model.init_args.input_dim", apply_on="instantiate")
         # Design search is always on, its settings under one key for every subcommand (--ascent.*).
         parser.add_lightning_class_args(DesignAscent, "ascent")
+
+    def before_instantiate_classes(self) -> None:
+        """Settings implied by others, set before anything is built:
+
+        * ``data.seed`` unset: the run's ``seed_everything`` (so ``--seed_everything 1`` changes
+          the split and data order too);
+        * ``--trainer.default_root_dir`` given while the logger writes to the configs' ``logs``:
+          the outputs go under ``default_root_dir``;
+        * ``fit --ckpt_path <run>/checkpoints/last.ckpt`` of a run under this logger's folder: the
+          resumed run writes into that run's own folder, not a new ``version_N``;
+        * output redirected (not a terminal): no progress bar, which would print a line per step;
+        * ``--trainer.max_epochs`` that trains nothing: refused.
+        """
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        if cfg.data.seed is None:
+            cfg.data.seed = int(cfg.seed_everything) if not isinstance(cfg.seed_everything, bool) else 0
+        logger = cfg.trainer.logger
+        init = logger.init_args if hasattr(logger, "init_args") else None
+        if init is not None and "save_dir" in init:
+            if cfg.trainer.default_root_dir is not None and str(init.save_dir) == DEFAULT_SAVE_DIR:
+                init.save_dir = str(cfg.trainer.default_root_dir)
+            ckpt = cfg.get("ckpt_path")
+            if self.subcommand == "fit" and ckpt and init.get("version") is None:
+                run_dir = Path(ckpt).resolve().parent.parent
+                if run_dir.parent == (Path(init.save_dir) / str(init.get("name") or "")).resolve():
+                    init.version = run_dir.name
+        if cfg.trainer.enable_progress_bar is None and not sys.stderr.isatty():
+            cfg.trainer.enable_progress_bar = False
+        if self.subcommand == "fit":
+            epochs, steps = cfg.trainer.max_epochs, cfg.trainer.max_steps
+            if epochs is not None and epochs < 1 and not (epochs == -1 and steps and steps > 0):
+                raise SettingsError(f"--trainer.max_epochs {epochs} trains nothing: set it to 1 or more "
+                                    "(or -1 with --trainer.max_steps N to train by steps)")
+
+    def _parse_ckpt_path(self) -> None:
+        """Keep the config's model: LightningCLI would replace it by the checkpoint's saved
+        hyper-parameters, so ``--model.*`` and a method's config would be ignored silently. The
+        checkpoint is checked against the config instead (:func:`lightning_mbo.checkpoint.check_matches`)."""
+
+    def _check_checkpoint(self) -> str | None:
+        ckpt = self.config[self.subcommand].get("ckpt_path")
+        if ckpt:
+            check_matches(load_checkpoint(ckpt), self.model, self.datamodule.hparams.task, ckpt)
+        return str(Path(ckpt).resolve()) if ckpt else None
+
+    def _connect_search(self, checkpoint: str | None = None) -> None:
+        files = (self.config[self.subcommand] if self.subcommand else self.config).get("config") or []
+        for callback in self.trainer.callbacks:
+            if isinstance(callback, DesignAscent):
+                callback.connect(config_files=[str(Path(str(f)).resolve()) for f in files], checkpoint=checkpoint)
+
+    def before_fit(self) -> None:
+        self._check_checkpoint()  # a resumed run must be the config's
+        self._connect_search()
+
+    def before_ascend(self) -> None:
+        self._connect_search(self._check_checkpoint())
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
@@ -90,29 +178,77 @@ def with_default_config(args: list[str]) -> list[str]:
 def main(args: list[str] | None = None, run: bool = True) -> MBOCLI | None:
     """Entry point; ``args`` lets tests run the CLI in-process.
 
-    Subcommands: LightningCLI's (``fit``, ``validate``, ...), ``ascend`` (design ascent on a saved
-    checkpoint) and ``benchmark`` (a grid of runs and its table, see :mod:`lightning_mbo.benchmark`).
+    Subcommands: LightningCLI's (``fit``, ``validate``, ...), ``ascend`` (design search on a saved
+    checkpoint), ``benchmark`` (a grid of runs and its table, see :mod:`lightning_mbo.benchmark`),
+    ``results`` (every ``results.json`` below a folder as one table) and ``tasks`` (the registered
+    tasks and where their data is).
     """
     from_command_line = args is None
     args = list(sys.argv[1:] if args is None else args)
-    if args and args[0] == "benchmark":
-        from lightning_mbo.benchmark import main as benchmark_main  # noqa: PLC0415
-
-        benchmark_main(args[1:])
-        return None
-    args = with_default_config(args)
-    if from_command_line:
-        # DDP re-launches the other ranks from sys.argv, so the filled-in command line goes there.
-        sys.argv[1:] = args
+    if args and args[0] not in TOOLS:
+        args = with_default_config(args)
+        if from_command_line:
+            # DDP re-launches the other ranks from sys.argv, so the filled-in command line goes there.
+            sys.argv[1:] = args
     try:
+        if args and args[0] in TOOLS:
+            code = TOOLS[args[0]](args[1:])
+            if from_command_line and code:
+                raise SystemExit(code)
+            return None
         return _cli(args, from_command_line, run)
-    except USER_ERRORS as err:
-        if not from_command_line:
+    except Exception as err:
+        cause = _user_error(err)
+        if cause is None:
             raise
+        if not from_command_line:
+            raise cause from None
         # Bad input from the command line: the message names the problem and the fix, no traceback.
-        message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+        message = cause.args[0] if isinstance(cause, KeyError) and cause.args else str(cause)
         print(f"lightning_mbo: error: {message}", file=sys.stderr)
         raise SystemExit(2) from None
+    except SIGTERMException:
+        print(f"lightning_mbo: interrupted by SIGTERM; resume with the same command and --ckpt_path "
+              f"{_interrupt_checkpoint()}", file=sys.stderr)
+        raise SystemExit(EXIT_SIGTERM) from None
+
+
+def _user_error(err: BaseException) -> BaseException | None:
+    """The bad-input error behind ``err`` (jsonargparse wraps what a class's ``__init__`` raised)."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, USER_ERRORS):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def _interrupt_checkpoint() -> str:
+    """The checkpoint the last interrupted trainer saved (see :class:`CheckpointOnInterrupt`)."""
+    return str(CheckpointOnInterrupt.last_saved or "<run>/checkpoints/last.ckpt")
+
+
+def _benchmark(args: list[str]) -> int:
+    from lightning_mbo.benchmark import main as benchmark_main  # noqa: PLC0415
+
+    return benchmark_main(args)
+
+
+def _tasks(args: list[str]) -> int:
+    from lightning_mbo.tasks.listing import main as tasks_main  # noqa: PLC0415
+
+    return tasks_main(args)
+
+
+def _results(args: list[str]) -> int:
+    from lightning_mbo.benchmark import collect_main  # noqa: PLC0415
+
+    return collect_main(args)
+
+
+#: Subcommands besides LightningCLI's: each takes its arguments and returns an exit status.
+TOOLS = {"benchmark": _benchmark, "tasks": _tasks, "results": _results}
 
 
 def _cli(args: list[str], from_command_line: bool, run: bool) -> MBOCLI:
@@ -125,4 +261,7 @@ def _cli(args: list[str], from_command_line: bool, run: bool) -> MBOCLI:
         args=None if from_command_line else args,
         run=run,
         save_config_kwargs={"overwrite": True},
+        # Each method owns its optimizer (Adam at its paper's settings); a --optimizer that replaced
+        # it would leave hparams.yaml showing the method's lr.
+        auto_configure_optimizers=False,
     )

@@ -63,6 +63,18 @@ def distinct_designs(n: int, length: int = 10, num_classes: int = 4, seed: int =
 
 
 @pytest.fixture
+def tfbind10_of_any_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """TFBind10 as registered, less its expected shard and row counts (84 shards, 8,321,066 rows),
+    for tests that stand in small synthetic shards for the real ones."""
+    from dataclasses import replace  # noqa: PLC0415
+
+    from lightning_mbo.tasks import TASKS  # noqa: PLC0415
+
+    name = "TFBind10-Exact-v0"
+    monkeypatch.setitem(TASKS, name, replace(TASKS[name], num_shards=None, num_rows=None))
+
+
+@pytest.fixture
 def shard_writer() -> ShardWriter:
     """:func:`write_shards`, for tests that build their own shards."""
     return write_shards
@@ -86,3 +98,12 @@ def tfbind10_shards(tmp_path: Path) -> tuple[Path, list[np.ndarray], list[np.nda
 def make_designs() -> Callable[..., np.ndarray]:
     """:func:`distinct_designs`, for tests that build their own shards."""
     return distinct_designs
+
+
+def read_result(run_dir: Path) -> dict:
+    """A single run's ``results.json``: its one row, with the run's provenance under ``provenance``."""
+    import json  # noqa: PLC0415
+
+    data = json.loads((Path(run_dir) / "results.json").read_text())
+    assert set(data) == {"rows", "provenance"} and len(data["rows"]) == 1, sorted(data)
+    return {**data["rows"][0], "provenance": data["provenance"]}

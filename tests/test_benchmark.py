@@ -50,9 +50,10 @@ def test_grid_passes_each_seed_and_labels_replicates(tmp_path: Path, monkeypatch
         seed = int(next(a for a in cli_args if a.startswith("--seed_everything=")).split("=")[1])
         rows = [_row(seed, 0.5 + seed / 10 + r / 100, 0.5, 0.5, 1.0, replicate=r) for r in range(2)]
         run_dir.mkdir(parents=True)
-        (run_dir / "results.json").write_text(json.dumps({"runs": rows}))
+        (run_dir / "results.json").write_text(json.dumps({"rows": rows, "provenance": {"commit": None}}))
 
     monkeypatch.setattr(benchmark, "_fit", fake_fit)
+    monkeypatch.setattr(benchmark, "resolved_config", lambda args: "\n".join(args))  # no real configs here
     rows = run_grid([Run("ens", ["cfg.yaml"])], seeds=[3, 5], output_dir=str(tmp_path), replicates=2)
     assert len(calls) == 2
     for args, seed in zip(calls, (3, 5), strict=True):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import yaml
 from lightning_mbo.cli import DEFAULT_CONFIG, main
 from lightning_mbo.data import MBODataModule
 from lightning_mbo.tasks import Task, UnknownTaskError
-from tests.conftest import distinct_designs, write_shards
+from tests.conftest import distinct_designs, read_result, write_shards
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO_ROOT / "configs").rglob("*.yaml"))
@@ -117,10 +116,11 @@ def test_benchmark_config_parses_and_its_runs_parse(path, capsys, tmp_path, monk
 
 
 @pytest.mark.parametrize("path", [*METHODS, DEFAULT_CONFIG], ids=[*_ids(METHODS), "default.yaml"])
-def test_config_instantiates_with_linked_input_dim(path, tmp_path, monkeypatch):
+def test_config_instantiates_with_linked_input_dim(path, tmp_path, monkeypatch, request):
     cfg = _load(path)
     extra, input_dim = [], 24
     if cfg["data"]["task"] == "TFBind10-Exact-v0":
+        request.getfixturevalue("tfbind10_of_any_size")
         # TFBind10 is not shipped: synthetic shards in design-bench's layout stand in.
         data = tmp_path.parent / f"{tmp_path.name}_data"
         write_shards(data, [distinct_designs(20000, seed=1)], [np.linspace(-1, 1, 20000, dtype=np.float32)[:, None]])
@@ -195,7 +195,7 @@ def quick_run(tmp_path_factory):
         mp.chdir(root)
         cli = _quick_fit(root / "logs")
     log_dir = Path(cli.trainer.log_dir)
-    return root, log_dir, json.loads((log_dir / "results.json").read_text())
+    return root, log_dir, read_result(log_dir)
 
 
 @pytest.fixture(scope="module")
@@ -233,7 +233,7 @@ def test_quick_fit_same_seed_same_scores(quick_run, tmp_path, monkeypatch):
     _, log_dir, first = quick_run
     monkeypatch.chdir(tmp_path)
     cli = _quick_fit(tmp_path / "logs")
-    second = json.loads((Path(cli.trainer.log_dir) / "results.json").read_text())
+    second = read_result(Path(cli.trainer.log_dir))
     for key in ("score_100th", "score_80th", "score_50th", "mean_predicted_final"):
         assert second[key] == first[key], key
     np.testing.assert_array_equal(np.load(Path(cli.trainer.log_dir) / "designs.npy"), np.load(log_dir / "designs.npy"))
@@ -247,7 +247,7 @@ def test_ascend_from_checkpoint_reproduces_fit(quick_run, tmp_path, monkeypatch)
                 str(tmp_path / "logs"), *QUIET])
     out = Path(cli.trainer.log_dir)
     assert out.is_relative_to(tmp_path)
-    results = json.loads((out / "results.json").read_text())
+    results = read_result(out)
     for key in ("score_100th", "score_80th", "score_50th"):
         assert results[key] == fit_results[key], key
     np.testing.assert_array_equal(np.load(out / "designs.npy"), np.load(log_dir / "designs.npy"))
@@ -258,7 +258,7 @@ def test_default_run_reaches_095(tmp_path, monkeypatch):
     """``python -m lightning_mbo fit``: TFBind8, one 2x256 surrogate, 20 epochs (about 30 s on a CPU)."""
     monkeypatch.chdir(tmp_path)
     cli = main(["fit", "--trainer.logger.init_args.save_dir", str(tmp_path / "logs"), *QUIET])
-    results = json.loads((Path(cli.trainer.log_dir) / "results.json").read_text())
+    results = read_result(Path(cli.trainer.log_dir))
     assert results["task"] == "TFBind8-Exact-v0" and results["method"] == "grad_ascent"
     assert results["score_100th"] >= 0.95
 
@@ -272,7 +272,7 @@ def test_ascend_search_settings_from_the_command_line(quick_run, tmp_path, monke
                 str(log_dir / "checkpoints" / "last.ckpt"), "--trainer.logger.init_args.save_dir",
                 str(tmp_path / "logs"), "--ascent.steps", "20", "--ascent.lr", "0.1", *QUIET])
     out = Path(cli.trainer.log_dir)
-    results = json.loads((out / "results.json").read_text())
+    results = read_result(out)
     assert results["ascent"] == {"steps": 20, "lr": 0.1, "optimizer": "sgd"}
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -286,7 +286,7 @@ def test_fit_search_settings_from_the_command_line(tmp_path, monkeypatch):
     cli = main(["fit", "--config", str(ENS_MEAN), "--config", str(QUICK), "--trainer.max_epochs", "1",
                 "--data.max_samples", "1000", "--model.init_args.hidden", "[16, 16]", "--ascent.steps", "7",
                 "--ascent.optimizer", "adam", "--trainer.logger.init_args.save_dir", str(tmp_path / "logs"), *QUIET])
-    results = json.loads((Path(cli.trainer.log_dir) / "results.json").read_text())
+    results = read_result(Path(cli.trainer.log_dir))
     assert results["ascent"] == {"steps": 7, "lr": pytest.approx(0.01 * 24**0.5), "optimizer": "adam"}
 
 

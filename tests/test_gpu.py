@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 import torch
 
 from lightning_mbo.cli import main
+from tests.conftest import read_result
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -25,8 +25,8 @@ def test_fit_and_ascent_on_cuda(tmp_path, config):
           "--ascent.steps=10", "--trainer.enable_progress_bar=false",
           f"--trainer.logger.init_args.save_dir={tmp_path}", "--trainer.logger.init_args.name=gpu",
           "--trainer.logger.init_args.version=v"])
-    results = json.loads((tmp_path / "gpu" / "v" / "results.json").read_text())
-    assert results["device"].startswith("cuda")  # the ascent ran where the model was trained
+    results = read_result(tmp_path / "gpu" / "v")
+    assert results["provenance"]["device"].startswith("cuda")  # the ascent ran where the model was trained
     assert results["score_100th"] >= results["best_visible"] - 1e-6
 
 

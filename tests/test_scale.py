@@ -19,6 +19,8 @@ from lightning_mbo.callbacks import DesignAscent
 from lightning_mbo.cli import MBOTrainer, main
 from lightning_mbo.data import MBODataModule
 from lightning_mbo.methods import Ignite, Surrogate
+from lightning_mbo.validation import SettingsError
+from tests.conftest import read_result
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,7 +44,7 @@ def _fit_subprocess(tmp: Path, name: str, extra: list[str]) -> dict:
            f"--trainer.logger.init_args.name={name}", "--trainer.logger.init_args.version=v", *extra]
     proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return json.loads((tmp / name / "v" / "results.json").read_text())
+    return read_result(tmp / name / "v")
 
 
 def _starting_designs() -> np.ndarray:
@@ -131,7 +133,7 @@ def test_resume_from_last_checkpoint_matches_uninterrupted_run(tmp_path):
     for k, v in straight.model.state_dict().items():
         assert torch.equal(resumed.model.state_dict()[k], v), k
     for key in ("score_100th", "score_80th", "score_50th", "mean_predicted_final"):
-        assert resumed.results[key] == straight.results[key], key
+        assert resumed.results["rows"][0][key] == straight.results["rows"][0][key], key
     designs = np.load(tmp_path / "straight" / "designs.npy")
     np.testing.assert_array_equal(designs, np.load(tmp_path / "resumed" / "designs.npy"))
     assert (designs != _starting_designs()).any(1).mean() > 0.5
@@ -155,7 +157,7 @@ def test_command_line_resume_with_ckpt_path(tmp_path):
     straight = fit("straight", "--trainer.max_epochs=4")
     first = fit("first", "--trainer.max_epochs=2")
     resumed = fit("resumed", "--trainer.max_epochs=4", f"--ckpt_path={first / 'checkpoints' / 'last.ckpt'}")
-    a, b = (json.loads((run / "results.json").read_text()) for run in (straight, resumed))
+    a, b = (read_result(run) for run in (straight, resumed))
     for key in ("score_100th", "score_80th", "score_50th", "mean_predicted_final"):
         assert a[key] == b[key], key
     assert a["ignite"]["lambda"] == b["ignite"]["lambda"]
@@ -181,7 +183,7 @@ def test_tensorboard_events_hold_training_design_and_hparams(tmp_path):
     assert "design/predicted_vs_oracle" in tags["images"]
     # The trajectory has one point per ascent step plus the end.
     assert len(acc.Scalars("design/predicted_mean")) == 21
-    results = json.loads((run / "results.json").read_text())
+    results = read_result(run)
     assert acc.Scalars("design/score_100th")[-1].value == pytest.approx(results["score_100th"], rel=1e-6)
     # HParams tab: an hparams session whose metrics include the final scores.
     from tensorboard.plugins.hparams import plugin_data_pb2
@@ -213,12 +215,21 @@ def test_benchmark_runner_writes_table_and_skips_finished_runs(tmp_path):
     assert (grid / "table.png").stat().st_size > 1000
     # Each seed is its own run: its own seed in results.json, its own designs.
     for seed in (0, 1):
-        assert json.loads((grid / "ga" / f"seed_{seed}" / "results.json").read_text())["seed"] == seed
+        assert read_result(grid / "ga" / f"seed_{seed}")["seed"] == seed
     assert not np.array_equal(np.load(grid / "ga" / "seed_0" / "designs.npy"),
                               np.load(grid / "ga" / "seed_1" / "designs.npy"))
     stamp = (grid / "ga" / "seed_0" / "results.json").stat().st_mtime_ns
     main(["benchmark", "--config", str(cfg)])  # everything finished: nothing re-runs
     assert (grid / "ga" / "seed_0" / "results.json").stat().st_mtime_ns == stamp
+    # The grid's settings changed: the finished runs are not silently reused...
+    changed = cfg.read_text().replace("'--ascent.steps=5'", "'--ascent.steps=6'")
+    cfg.write_text(changed)
+    with pytest.raises(SettingsError, match=r"another config \('steps: 5' is now 'steps: 6'\)"):
+        main(["benchmark", "--config", str(cfg)])
+    assert (grid / "ga" / "seed_0" / "results.json").stat().st_mtime_ns == stamp
+    # ...and --rerun_changed runs them again.
+    main(["benchmark", "--config", str(cfg), "--rerun_changed", "true"])
+    assert read_result(grid / "ga" / "seed_0")["ascent"]["steps"] == 6
 
 
 def test_replicates_are_independent_runs_with_their_own_rows(tmp_path):
@@ -228,8 +239,7 @@ def test_replicates_are_independent_runs_with_their_own_rows(tmp_path):
           f"--trainer.logger.init_args.save_dir={tmp_path}", "--trainer.logger.init_args.name=rep",
           "--trainer.logger.init_args.version=v"])
     run = tmp_path / "rep" / "v"
-    results = json.loads((run / "results.json").read_text())
-    rows = results["runs"]
+    rows = json.loads((run / "results.json").read_text())["rows"]
     assert [r["replicate"] for r in rows] == [0, 1]
     assert all(len(r["ignite"]["lambda"]) == 2 for r in rows)  # each replicate reports its own members
     designs, scores = np.load(run / "designs.npy"), np.load(run / "scores.npy")

@@ -104,7 +104,8 @@ MUTANTS: tuple[Mutant, ...] = (
         Edit(SURROGATE, 'self.best.weights = checkpoint.get("best_state")', "self.best.weights = None"),
     ), (f"{T_SCALE}::test_resume_from_last_checkpoint_matches_uninterrupted_run",)),
     Mutant("utr_split_20", "UTR-ResNet-v0's visible split at the 20th percentile (design-bench: 50)", (
-        Edit("lightning_mbo/tasks/registry.py", '"utr", "utr", True, 4, 0, 50,', '"utr", "utr", True, 4, 0, 20,'),
+        Edit("lightning_mbo/tasks/registry.py", 'name="UTR-ResNet-v0", min_percentile=0, max_percentile=50,',
+             'name="UTR-ResNet-v0", min_percentile=0, max_percentile=20,'),
     ), ("tests/tasks/test_registry.py",)),
     Mutant("oracle_first_occurrence", "exact oracle keeps the first occurrence of a design, not the last", (
         Edit("lightning_mbo/tasks/oracles.py", "np.unique(keys[::-1], return_index=True)",
@@ -115,7 +116,7 @@ MUTANTS: tuple[Mutant, ...] = (
         Edit("lightning_mbo/tasks/task.py", "(y >= lo) & (y <= hi)", "(y >= lo) & (y < hi)"),
     ), ("tests/tasks",)),
     Mutant("tfbind10_range", "TFBind10's normalisation minimum rounded", (
-        Edit("lightning_mbo/tasks/registry.py", "-1.8585268, 2.1287067", "-1.8585, 2.1287067"),
+        Edit("lightning_mbo/tasks/registry.py", "y_min=-1.8585268, y_max=2.1287067", "y_min=-1.8585, y_max=2.1287067"),
     ), ("tests/tasks",)),
     Mutant("finite_difference_sign", "IGNITE's finite difference reversed: (∇h(ω) − ∇h(ω + r u)) / r", (
         Edit("lightning_mbo/functional/gradnorm.py", "estimate = torch._foreach_sub(shifted, grads)",

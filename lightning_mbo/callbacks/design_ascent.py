@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -14,31 +12,11 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import TensorBoardLogger
-from pytorch_lightning.utilities import rank_zero_info
 
 from lightning_mbo.functional.metrics import score_percentiles
+from lightning_mbo.results import provenance, save_json, save_npy
 from lightning_mbo.search import AscentOptimizer, Searchable, SearchData, SearchSettings, gradient_ascent
-
-
-def atomic_write(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def save_npy(path: Path, array: np.ndarray) -> None:
-    atomic_write(path, lambda f: np.save(f, array))
-
-
-def save_json(path: Path, obj: dict[str, Any]) -> None:
-    atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
+from lightning_mbo.validation import check_range
 
 
 class DesignAscent(Callback):
@@ -49,10 +27,12 @@ class DesignAscent(Callback):
     ``num_candidates`` visible designs from the datamodule, hands the method the training data
     (:class:`~lightning_mbo.search.SearchData`), ascends the objective the method returns (with
     its per-step hook, if any), decodes the final designs, scores them once with the oracle and
-    logs the normalised 100th/80th/50th percentiles. Writes ``designs.npy`` (raw designs),
-    ``scores.npy`` (raw oracle scores) and ``results.json`` atomically into the run's log
-    directory. Under DDP the candidates are split across ranks and gathered before rank 0
-    scores and writes.
+    logs the normalised 100th/80th/50th percentiles, next to those of the unmodified starting
+    designs (the bar to beat). Writes ``designs.npy`` (raw designs), ``scores.npy`` (raw oracle
+    scores) and ``results.json`` (see :mod:`lightning_mbo.results`) atomically into the run's
+    log directory. Under DDP the candidates are split across ranks and gathered before rank 0
+    scores and writes. The fit time it reports is the whole fit's, across resumes (it travels
+    in checkpoints).
 
     Args:
         steps: ascent steps (``null``: the method's default).
@@ -70,18 +50,37 @@ class DesignAscent(Callback):
         num_candidates: int = 128,
         output_dir: str | None = None,
     ) -> None:
-        if steps is not None and steps < 0:
-            raise ValueError(f"--ascent.steps must be >= 0, got {steps}")
-        if lr is not None and not lr > 0:
-            raise ValueError(f"--ascent.lr must be > 0, got {lr} (a negative step size descends)")
+        if steps is not None:
+            check_range("--ascent.steps", steps, 0)
+        if lr is not None:
+            check_range("--ascent.lr", lr, 0, strict=True, hint="a negative step size descends")
+        check_range("--ascent.num_candidates", num_candidates, 1)
         self.steps, self.lr, self.optimizer = steps, lr, optimizer
         self.num_candidates = num_candidates
         self.output_dir = output_dir
         self.results: dict[str, Any] | None = None
         self._fit_start: float | None = None  # set when fitting starts; None for ascent on a checkpoint
+        self._fit_before = 0.0  # fit time of earlier runs this one resumes
+        self._run_info: dict[str, Any] = {}
+
+    def connect(self, config_files: list[str] | None = None, checkpoint: str | None = None) -> None:
+        """What only the entry point knows, recorded in ``results.json``'s provenance: the config
+        files of the run and, for ``ascend``, the checkpoint searched on."""
+        self._run_info = {"config_files": config_files or [], "checkpoint": checkpoint}
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._fit_start = time.perf_counter()
+
+    def fit_seconds(self) -> float:
+        """Seconds spent fitting, over this run and the runs it resumed (0 for ``ascend``)."""
+        now = time.perf_counter() - self._fit_start if self._fit_start is not None else 0.0
+        return self._fit_before + now
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"fit_seconds": self.fit_seconds()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._fit_before = float(state_dict.get("fit_seconds", 0.0))
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.interrupted:
@@ -109,7 +108,7 @@ class DesignAscent(Callback):
     def run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, datamodule) -> dict[str, Any] | None:
         """Ascend, score, log and write; returns the results on rank 0 (None elsewhere)."""
         t0 = time.perf_counter()
-        fit_seconds = t0 - self._fit_start if self._fit_start is not None else 0.0
+        fit_seconds = self.fit_seconds()
         if not isinstance(pl_module, Searchable):
             raise TypeError(f"{type(pl_module).__name__} does not offer design search: implement "
                             "lightning_mbo.search.Searchable (search_defaults, search_objective, ...)")
@@ -144,25 +143,30 @@ class DesignAscent(Callback):
         normalized = datamodule.normalize_score(scores)
         pred = datamodule.denormalize_y(traj.float().cpu())  # (steps + 1, total), raw score units
         task, seed = datamodule.task, _seed(trainer, datamodule)
+        # The unmodified starting designs, scored by the oracle: what search must beat.
+        start = score_percentiles(datamodule.normalize_score(datamodule.score(task.top_k(self.num_candidates)[0])))
         rows = []
         for r, idx in enumerate(np.split(np.arange(total), reps)):
             rows.append({
                 "task": task.name,
                 "method": pl_module.method_name(),
                 "seed": seed,
-                **({"replicate": r} if reps > 1 else {}),
+                "replicate": r,
                 **score_percentiles(normalized[idx]),
+                **{f"start_{k}": v for k, v in start.items()},
                 "best_visible": task.best_visible,
                 "num_candidates": self.num_candidates,
                 "ascent": settings.as_dict(),
                 "mean_predicted_final": float(pred[-1, idx].mean()),
                 **pl_module.method_summary(r),
-                "device": str(x0.device),
                 "fit_seconds": fit_seconds,
                 "ascent_seconds": ascent_seconds,
                 "wall_seconds": fit_seconds + ascent_seconds,
             })
-        results = rows[0] if reps == 1 else {**{k: rows[0][k] for k in ("task", "method", "seed")}, "runs": rows}
+        results = {"rows": rows, "provenance": provenance(
+            **self._run_info, config_saved=str(out / "config.yaml") if (out / "config.yaml").exists() else None,
+            data=task.source, device=str(x0.device), output_dir=str(out),
+        )}
         self.results = results
         self._log(trainer, pl_module, rows, pred, normalized, result.stats)
         shape = (reps, self.num_candidates) if reps > 1 else (self.num_candidates,)
@@ -170,10 +174,12 @@ class DesignAscent(Callback):
         save_npy(out / "scores.npy", scores.reshape(shape))
         save_json(out / "results.json", results)
         for row in rows:
-            rank_zero_info(
-                f"{task.name} {row['method']}: normalised score 100th {row['score_100th']:.3f}, "
-                f"80th {row['score_80th']:.3f}, 50th {row['score_50th']:.3f} "
-                f"(D(best) {task.best_visible:.3f}); results in {out}"
+            which = f" replicate {row['replicate']}" if reps > 1 else ""
+            print(
+                f"{task.name} {row['method']}{which}: normalised "
+                f"score 100th {row['score_100th']:.3f}, 80th {row['score_80th']:.3f}, 50th {row['score_50th']:.3f} "
+                f"(starting designs {start['score_100th']:.3f}, D(best) {task.best_visible:.3f}); results in {out}",
+                flush=True,
             )
         return results
 
@@ -243,4 +249,4 @@ def _scatter(predicted: np.ndarray, normalized: np.ndarray, rows: list[dict[str,
 
 def _seed(trainer: pl.Trainer, datamodule) -> int | None:
     seed = os.environ.get("PL_GLOBAL_SEED")
-    return int(seed) if seed is not None else getattr(datamodule.hparams, "seed", None)
+    return int(seed) if seed is not None else datamodule.seed

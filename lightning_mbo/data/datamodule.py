@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from lightning_mbo.search.contract import SearchData
 from lightning_mbo.tasks.encoding import zscore_stats
 from lightning_mbo.tasks.task import Subsample, Task
+from lightning_mbo.validation import SettingsError, check_range
 
 
 def _dist_rank_world() -> tuple[int, int]:
@@ -101,7 +102,8 @@ class MBODataModule(pl.LightningDataModule):
         subsample: how max_samples rows are chosen: ``random`` (seeded) or ``stride`` (over y-sorted rows).
         normalize_x: z-score the (encoded) designs.
         normalize_y: z-score the scores.
-        seed: seed of splits, subsampling and data order.
+        seed: seed of splits, subsampling and data order (``null``: the run's ``seed_everything``
+            on the command line, 0 elsewhere).
         drop_last: drop the last incomplete training batch.
     """
 
@@ -115,14 +117,17 @@ class MBODataModule(pl.LightningDataModule):
         subsample: Subsample = "random",
         normalize_x: bool = True,
         normalize_y: bool = True,
-        seed: int = 0,
+        seed: int | None = None,
         drop_last: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.task = Task(task, data_dir=data_dir, max_samples=max_samples, subsample=subsample, seed=seed)
+        check_range("batch_size (--data.batch_size)", batch_size, 1)
+        check_range("val_size (--data.val_size)", val_size, 0)
+        if max_samples is not None:
+            check_range("max_samples (--data.max_samples)", max_samples, 0, hint="0 keeps every visible row")
+        self.seed = 0 if seed is None else int(seed)
+        self.task = Task(task, data_dir=data_dir, max_samples=max_samples, subsample=subsample, seed=self.seed)
         features = self.task.encode(self.task.x)
         if normalize_x:
             mean, std = zscore_stats(features)
@@ -136,7 +141,7 @@ class MBODataModule(pl.LightningDataModule):
         n = len(self.y)
         n_val = int(round(val_size * n)) if val_size < 1 else int(val_size)
         if not 0 <= n_val < n:
-            raise ValueError(f"val_size={val_size} leaves no training rows out of {n}")
+            raise SettingsError(f"val_size={val_size} leaves no training rows out of {n} (--data.val_size)")
         self.n_val = n_val
         self.members, self.per_member_split = 1, False
         self.train_rows: Tensor | None = None
@@ -151,8 +156,7 @@ class MBODataModule(pl.LightningDataModule):
             per_member_split: each member draws its own train/validation split (else one split
                 for all).
         """
-        if members < 1:
-            raise ValueError(f"members must be >= 1, got {members}")
+        check_range("members", members, 1)
         if (members, per_member_split) != (self.members, self.per_member_split):
             self.members, self.per_member_split = int(members), bool(per_member_split)
             self.train_rows = self.val_rows = None  # split again for the new layout
@@ -166,7 +170,7 @@ class MBODataModule(pl.LightningDataModule):
     def split(self, members: int, per_member: bool) -> tuple[Tensor, Tensor]:
         """``(M, n_train)`` and ``(M, n_val)`` row indices, seeded; one split for all members
         unless ``per_member``."""
-        g = torch.Generator().manual_seed(self.hparams.seed)
+        g = torch.Generator().manual_seed(self.seed)
         n = len(self.y)
         perms = torch.rand((members if per_member else 1, n), generator=g).argsort(dim=1)
         perms = perms.expand(members, n)
@@ -181,7 +185,7 @@ class MBODataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         if self.train_rows is None:
             self.setup("fit")
-        ds = MemberBatches(self.x, self.y, self.train_rows, self.hparams.batch_size, True, self.hparams.seed,
+        ds = MemberBatches(self.x, self.y, self.train_rows, self.hparams.batch_size, True, self.seed,
                            self._epoch, self.hparams.drop_last)
         return DataLoader(ds, batch_size=None)
 
@@ -189,7 +193,7 @@ class MBODataModule(pl.LightningDataModule):
         if self.val_rows is None:
             self.setup("fit")
         # Validation rows in fixed order, 4096 at a time.
-        ds = MemberBatches(self.x, self.y, self.val_rows, 4096, False, self.hparams.seed)
+        ds = MemberBatches(self.x, self.y, self.val_rows, 4096, False, self.seed)
         return DataLoader(ds, batch_size=None)
 
     def starting_designs(self, k: int) -> Tensor:

@@ -1,4 +1,4 @@
-"""Scoring: normalised percentiles of the final designs (METHODS.md 1.2)."""
+"""Scoring: the 100th/80th/50th percentiles of the final designs' normalised oracle scores (design-bench)."""
 
 from __future__ import annotations
 

@@ -21,8 +21,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from lightning_mbo.choices import check_choice
 from lightning_mbo.nn import activation_fn, activation_grad_fn
+from lightning_mbo.validation import check_choice
 
 __all__ = [
     "OuterMSE",

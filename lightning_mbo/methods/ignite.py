@@ -15,7 +15,6 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from lightning_mbo.choices import check_choice
 from lightning_mbo.functional.gradnorm import (
     Reduce,
     constraint_violation,
@@ -25,6 +24,7 @@ from lightning_mbo.functional.gradnorm import (
     norm_gradient_finite_difference,
     norm_penalty_term,
 )
+from lightning_mbo.validation import check_choice, check_range
 
 GradMode = Literal["finite_difference", "exact"]
 
@@ -57,11 +57,9 @@ class Ignite:
     def __post_init__(self) -> None:
         check_choice("grad_mode (ignite.grad_mode)", self.grad_mode, GradMode)
         for name in ("rho", "r"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"ignite.{name} must be > 0, got {getattr(self, name)}")
+            check_range(f"ignite.{name}", getattr(self, name), 0, strict=True)
         for name in ("eps", "lambda_lr"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"ignite.{name} must be >= 0, got {getattr(self, name)}")
+            check_range(f"ignite.{name}", getattr(self, name), 0)
 
 
 # Settings travel in checkpoints' hyper-parameters; let weights-only loading (resume) accept them.

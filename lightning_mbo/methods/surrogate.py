@@ -18,14 +18,15 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torchmetrics.regression import PearsonCorrCoef
 
-from lightning_mbo.choices import check_choice
 from lightning_mbo.methods.best_epoch import BestMemberWeights
 from lightning_mbo.methods.ignite import GradNormConstraint, Ignite
 from lightning_mbo.nn import Activation, Init, StackedMLP
 from lightning_mbo.search import SearchData, SearchObjective, SearchSettings
+from lightning_mbo.validation import SettingsError, check_choice, check_range
 
 Head = Literal["gaussian", "mse"]
 Aggregate = Literal["mean", "min"]
+LrSchedule = Literal["constant", "cosine"]
 
 
 class Surrogate(pl.LightningModule):
@@ -69,7 +70,7 @@ class Surrogate(pl.LightningModule):
         head: Head = "gaussian",
         lr: float = 3e-4,
         weight_decay: float = 0.0,
-        lr_schedule: Literal["constant", "cosine"] = "constant",
+        lr_schedule: LrSchedule = "constant",
         aggregate: Aggregate = "mean",
         ignite: Ignite | None = None,
         select_best: bool = False,
@@ -83,8 +84,13 @@ class Surrogate(pl.LightningModule):
         self.save_hyperparameters(ignore=[k for k in inspect.signature(Surrogate.__init__).parameters if k not in own])
         self.automatic_optimization = False
         self.head, self.aggregate = head, aggregate
-        if replicates < 1:
-            raise ValueError(f"replicates must be >= 1, got {replicates}")
+        check_range("members (--model.init_args.members)", members, 1)
+        check_range("replicates (--model.init_args.replicates)", replicates, 1)
+        for width in hidden:
+            check_range("hidden widths (--model.init_args.hidden)", width, 1)
+        check_range("lr (--model.init_args.lr)", lr, 0, strict=True, hint="a learning rate of 0 trains nothing")
+        check_range("weight_decay (--model.init_args.weight_decay)", weight_decay, 0)
+        check_choice("lr_schedule", lr_schedule, LrSchedule)
         self.replicates = replicates
         members = members * replicates  # every network of every replicate, stacked
         check_choice("head", head, Head)
@@ -142,7 +148,7 @@ class Surrogate(pl.LightningModule):
         if self.hparams.lr_schedule == "cosine":
             t_max = self.trainer.max_epochs if self._trainer is not None else 1
             if t_max is None or t_max < 1:
-                raise ValueError("lr_schedule 'cosine' decays per epoch to 0 at trainer.max_epochs; set "
+                raise SettingsError("lr_schedule 'cosine' decays per epoch to 0 at trainer.max_epochs; set "
                                  "--trainer.max_epochs to a positive number (or use lr_schedule 'constant')")
             return [opt], [torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=t_max)]
         return opt

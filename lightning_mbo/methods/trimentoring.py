@@ -16,7 +16,6 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from lightning_mbo.choices import check_choice
 from lightning_mbo.functional.mentoring import (
     disagreement_mask,
     majority_vote,
@@ -30,9 +29,10 @@ from lightning_mbo.functional.mentoring import (
 from lightning_mbo.functional.mentoring_higher import mentor_proxy_higher
 from lightning_mbo.functional.outer_dot import OuterMSE, OuterPrecision
 from lightning_mbo.methods.ignite import Ignite
-from lightning_mbo.methods.surrogate import Surrogate
+from lightning_mbo.methods.surrogate import LrSchedule, Surrogate
 from lightning_mbo.nn import Activation, Init, member_module
 from lightning_mbo.search import SearchData, SearchObjective, SearchSettings
+from lightning_mbo.validation import SettingsError, check_choice, check_range
 
 Backend = Literal["batched", "higher"]
 
@@ -105,7 +105,7 @@ class TriMentoring(Surrogate):
         init: Init = "torch",
         lr: float = 0.1,
         weight_decay: float = 0.0,
-        lr_schedule: Literal["constant", "cosine"] = "cosine",
+        lr_schedule: LrSchedule = "cosine",
         ignite: Ignite | None = None,
         select_best: bool = True,
         replicates: int = 1,
@@ -136,12 +136,14 @@ class TriMentoring(Surrogate):
             select_best=select_best,
             replicates=replicates,
         )
-        if neighbours < 2:
-            raise ValueError(f"neighbours (K) must be >= 2 to form pairs, got {neighbours}")
+        check_range("neighbours (K, --model.init_args.neighbours)", neighbours, 2, hint="pairs need two points")
+        check_range("delta (--model.init_args.delta)", delta, 0)
+        check_range("beta (--model.init_args.beta)", beta, 0, strict=True)
+        check_range("lambda_s (--model.init_args.lambda_s)", lambda_s, 0)
         check_choice("backend", backend, Backend)
         check_choice("outer_precision", outer_precision, OuterPrecision)
         if outer_precision != "float32" and backend != "batched":
-            raise ValueError("outer_precision applies to the batched backend only; the higher backend is float32")
+            raise SettingsError("outer_precision applies to the batched backend only; the higher backend is float32")
 
     def method_name(self) -> str:
         name = "tri_mentoring" if self.hparams.mentoring else f"mean_of_{self.hparams.members}_proxies"

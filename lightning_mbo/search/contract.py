@@ -19,7 +19,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from torch import Tensor
 
-from lightning_mbo.choices import check_choice
+from lightning_mbo.validation import SettingsError, check_choice, check_range
 
 AscentOptimizer = Literal["sgd", "adam"]
 
@@ -45,9 +45,8 @@ class SearchSettings:
 
     def __post_init__(self) -> None:
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 0:
-            raise ValueError(f"ascent steps must be a whole number >= 0, got {self.steps!r} (set --ascent.steps)")
-        if not self.lr > 0:
-            raise ValueError(f"ascent lr must be > 0, got {self.lr!r} (set --ascent.lr; a negative step descends)")
+            raise SettingsError(f"ascent steps must be a whole number >= 0, got {self.steps!r} (set --ascent.steps)")
+        check_range("ascent lr (--ascent.lr)", self.lr, 0, strict=True, hint="a negative step size descends")
         check_choice("ascent optimizer (--ascent.optimizer)", self.optimizer, AscentOptimizer)
 
     def as_dict(self) -> dict[str, Any]:

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from lightning_mbo.choices import check_choice
 from lightning_mbo.search.contract import AscentOptimizer, StepHook
+from lightning_mbo.validation import check_choice
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """design-bench tasks without Lightning: names, shard reader, encodings, split, oracles."""
 
 from lightning_mbo.tasks.encoding import from_logits, to_logits
-from lightning_mbo.tasks.io import BadDataError, MissingDataError, load_task_data, read_shards
+from lightning_mbo.tasks.io import BadDataError, MissingDataError, load_task_data, read_shards, read_task_data
 from lightning_mbo.tasks.oracles import DesignBenchOracle, DesignNotFoundError, ExactOracle
 from lightning_mbo.tasks.registry import TASKS, TaskSpec, UnknownTaskError, get_spec, register
 from lightning_mbo.tasks.synthetic import QUADRATIC
@@ -10,5 +10,5 @@ from lightning_mbo.tasks.task import Task, subsample_indices, visible_indices
 __all__ = [
     "QUADRATIC", "TASKS", "BadDataError", "DesignBenchOracle", "DesignNotFoundError", "ExactOracle",
     "MissingDataError", "Task", "TaskSpec", "UnknownTaskError", "from_logits", "get_spec", "load_task_data",
-    "read_shards", "register", "subsample_indices", "to_logits", "visible_indices",
+    "read_shards", "read_task_data", "register", "subsample_indices", "to_logits", "visible_indices",
 ]

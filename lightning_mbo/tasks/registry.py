@@ -32,6 +32,10 @@ class TaskSpec:
         oracle: ``"exact"`` (lookup table over all rows), ``"design_bench"`` (the
             package's own model or simulator) or ``"closed_form"`` (synthetic tasks).
         best_visible: normalised best visible score D(best), where it is known.
+        num_shards: how many shard pairs design-bench's full dataset has, where it is known;
+            reading a folder with another number raises :class:`~lightning_mbo.tasks.io.BadDataError`.
+        num_rows: rows of the full dataset (hidden rows included), where it is known; checked
+            like ``num_shards``.
     """
 
     name: str
@@ -46,24 +50,40 @@ class TaskSpec:
     y_max: float | None
     oracle: Literal["exact", "design_bench", "closed_form"]
     best_visible: float | None = None
+    num_shards: int | None = None
+    num_rows: int | None = None
 
 
-# Score ranges: design-bench's full datasets (METHODS.md 1.2).
+# Each entry: the name and design-bench's visible split (its ``dataset_kwargs``); where the shards
+# live and what a design is; the full dataset's score range (METHODS.md 1.2) and oracle; for the
+# TFBind tasks D(best) and the full dataset's size (shards, rows), checked when the data is read.
 _SPECS = [
-    TaskSpec("TFBind8-Exact-v0", "tf_bind_8-SIX6_REF_R1", "tf_bind_8", True, 4, 0, 50, None, 0.0, 1.0,
-             "exact", 0.439),
-    TaskSpec("TFBind10-Exact-v0", "tf_bind_10-pho4", "tf_bind_10", True, 4, 0, 50, None,
-             -1.8585268, 2.1287067, "exact", 0.467),
-    TaskSpec("Superconductor-RandomForest-v0", "superconductor", "superconductor", False, None, 0, 80, None,
-             0.00021, 185.0, "design_bench"),
-    TaskSpec("AntMorphology-Exact-v0", "ant_morphology", "ant_morphology", False, None, 0, 40, None,
-             -386.90036, 590.24445, "design_bench"),
-    TaskSpec("DKittyMorphology-Exact-v0", "dkitty_morphology", "dkitty_morphology", False, None, 0, 40, None,
-             -880.4585, 340.90985, "design_bench"),
-    TaskSpec("HopperController-Exact-v0", "hopper_controller", "hopper_controller", False, None, 0, 100, None,
-             87.93491, 1361.6106, "design_bench"),
-    TaskSpec("GFP-Transformer-v0", "gfp", "gfp", True, 20, 50, 60, 5000, 1.2834193, 4.123109, "design_bench"),
-    TaskSpec("UTR-ResNet-v0", "utr", "utr", True, 4, 0, 50, None, 0.0, 12.0, "design_bench"),
+    TaskSpec(name="TFBind8-Exact-v0", min_percentile=0, max_percentile=50, max_samples=None,
+             folder="tf_bind_8-SIX6_REF_R1", prefix="tf_bind_8", discrete=True, num_classes=4,
+             y_min=0.0, y_max=1.0, oracle="exact",
+             best_visible=0.439, num_shards=1, num_rows=65_792),
+    TaskSpec(name="TFBind10-Exact-v0", min_percentile=0, max_percentile=50, max_samples=None,
+             folder="tf_bind_10-pho4", prefix="tf_bind_10", discrete=True, num_classes=4,
+             y_min=-1.8585268, y_max=2.1287067, oracle="exact",
+             best_visible=0.467, num_shards=84, num_rows=8_321_066),
+    TaskSpec(name="Superconductor-RandomForest-v0", min_percentile=0, max_percentile=80, max_samples=None,
+             folder="superconductor", prefix="superconductor", discrete=False, num_classes=None,
+             y_min=0.00021, y_max=185.0, oracle="design_bench"),
+    TaskSpec(name="AntMorphology-Exact-v0", min_percentile=0, max_percentile=40, max_samples=None,
+             folder="ant_morphology", prefix="ant_morphology", discrete=False, num_classes=None,
+             y_min=-386.90036, y_max=590.24445, oracle="design_bench"),
+    TaskSpec(name="DKittyMorphology-Exact-v0", min_percentile=0, max_percentile=40, max_samples=None,
+             folder="dkitty_morphology", prefix="dkitty_morphology", discrete=False, num_classes=None,
+             y_min=-880.4585, y_max=340.90985, oracle="design_bench"),
+    TaskSpec(name="HopperController-Exact-v0", min_percentile=0, max_percentile=100, max_samples=None,
+             folder="hopper_controller", prefix="hopper_controller", discrete=False, num_classes=None,
+             y_min=87.93491, y_max=1361.6106, oracle="design_bench"),
+    TaskSpec(name="GFP-Transformer-v0", min_percentile=50, max_percentile=60, max_samples=5000,
+             folder="gfp", prefix="gfp", discrete=True, num_classes=20,
+             y_min=1.2834193, y_max=4.123109, oracle="design_bench"),
+    TaskSpec(name="UTR-ResNet-v0", min_percentile=0, max_percentile=50, max_samples=None,
+             folder="utr", prefix="utr", discrete=True, num_classes=4,
+             y_min=0.0, y_max=12.0, oracle="design_bench"),
 ]
 
 TASKS: dict[str, TaskSpec] = {s.name: s for s in _SPECS}

@@ -32,5 +32,7 @@ def quadratic_data() -> tuple[np.ndarray, np.ndarray]:
 SYNTHETIC = {QUADRATIC: (quadratic_data, quadratic_oracle)}
 
 _y = quadratic_data()[1]
-register(TaskSpec(QUADRATIC, "", "", False, None, 0, 50, None, float(_y.min()), float(_y.max()), "closed_form"))
+register(TaskSpec(name=QUADRATIC, min_percentile=0, max_percentile=50, max_samples=None,
+                  folder="", prefix="", discrete=False, num_classes=None,
+                  y_min=float(_y.min()), y_max=float(_y.max()), oracle="closed_form"))
 del _y

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from lightning_mbo.tasks.encoding import from_logits, to_logits
-from lightning_mbo.tasks.io import BadDataError, check_finite, load_task_data
+from lightning_mbo.tasks.io import BadDataError, check_finite, read_task_data
 from lightning_mbo.tasks.oracles import DesignBenchOracle, ExactOracle, Oracle
 from lightning_mbo.tasks.registry import TaskSpec, get_spec
 from lightning_mbo.tasks.synthetic import SYNTHETIC
@@ -52,12 +52,19 @@ class Task:
 
     Args:
         name: a registered task name (see ``lightning_mbo.tasks.TASKS``).
-        data_dir: a design-bench data directory; else ``$LIGHTNING_MBO_DATA_DIR``, the installed
-            design_bench package's data, or the shipped TFBind8.
+        data_dir: a design-bench data directory (or the task's folder itself), which must hold the
+            task; ``None`` searches ``$LIGHTNING_MBO_DATA_DIR``, the installed design_bench package's
+            data, then the shipped TFBind8.
         max_samples: keep this many visible rows (``None``: the task's design-bench default;
             ``0``: all visible rows).
         subsample: how ``max_samples`` rows are chosen: ``random`` or ``stride``.
         seed: seed of the ``random`` subsample.
+
+    Attributes:
+        source: where the data came from: ``origin`` (``"data_dir argument"``,
+            ``"$LIGHTNING_MBO_DATA_DIR"``, ``"installed design_bench package"``, ``"shipped with
+            lightning_mbo"`` or ``"closed form"``), ``path`` (the shard folder or shipped ``.npz``),
+            ``files`` (files read) and ``sha256`` (hex digest of their bytes; ``None`` for closed-form tasks).
     """
 
     def __init__(
@@ -73,8 +80,9 @@ class Task:
         if spec.oracle == "closed_form":
             data_fn, self._closed_form = SYNTHETIC[spec.name]
             x_all, y_all = data_fn()
+            self.source: dict[str, object] = {"origin": "closed form", "path": None, "files": 0, "sha256": None}
         else:
-            x_all, y_all = load_task_data(spec, data_dir)
+            x_all, y_all, self.source = read_task_data(spec, data_dir)
         check_finite(x_all, y_all, spec.name)
         if spec.discrete and (x_all.ndim != 2 or not np.issubdtype(x_all.dtype, np.integer)):
             raise BadDataError(f"{spec.name} is discrete: x must be (N, L) integers, got {x_all.shape} {x_all.dtype}")

@@ -208,7 +208,7 @@ def test_higher_label_grad_equals_closed_form() -> None:
 
     assert torch.equal(g_higher[~mask], torch.zeros_like(g_higher[~mask]))
     assert (g_higher[mask].abs() > 1e-6).all()
-    # METHODS' closed form is the ε -> 0 limit: equal to float tolerance.
+    # The closed form's ε -> 0 limit (c_k = 1): equal to float tolerance.
     torch.testing.assert_close(g_higher, closed, rtol=1e-6, atol=1e-12)
     # With the exact factor c_k = -∂²BCE/∂d∂s of the ε = 1e-9 loss: equal to rounding.
     p = torch.sigmoid(d.detach())

@@ -1,4 +1,4 @@
-"""Score percentiles (lightning_mbo.functional.metrics, METHODS 1.2)."""
+"""Score percentiles (lightning_mbo.functional.metrics; design-bench's scoring protocol)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""IGNITE integrated into Lightning training (METHODS.md 3): ``Surrogate(ignite=...)``.
+"""IGNITE integrated into Lightning training (Dao et al., NeurIPS 2024): ``Surrogate(ignite=...)``.
 
 The pure math (``lightning_mbo.functional.gradnorm``) has its own tests; these check that the
 training step of :class:`~lightning_mbo.methods.Surrogate` (and of its subclass

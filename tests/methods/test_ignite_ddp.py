@@ -1,5 +1,5 @@
 """IGNITE under data parallelism: 2 CPU processes (Lightning ``strategy="ddp"``, gloo) train
-exactly as 1 process does on the same global batches (METHODS.md 3, ``Surrogate._reduce``).
+exactly as 1 process does on the same global batches (IGNITE, Dao et al. 2024; ``Surrogate._reduce``).
 
 Each rank takes an equal contiguous half of every global batch of 128 (``drop_last=True``, so
 every batch splits 64/64). Lightning's DDP averages the data-loss gradients and

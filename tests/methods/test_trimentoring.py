@@ -1,4 +1,4 @@
-"""Tests of the Tri-mentoring LightningModule (lightning_mbo.methods.trimentoring, METHODS.md 4).
+"""Tests of the Tri-mentoring LightningModule (lightning_mbo.methods.trimentoring; Chen et al., NeurIPS 2023).
 
 The pure mentoring math has its own tests (tests/functional/test_mentoring.py). Here: the
 module's design ascent (per-candidate proxy copies mentored by a per-step hook, backends
@@ -16,7 +16,6 @@ on a wrong implementation. The backends must agree for any β and λ_s.
 from __future__ import annotations
 
 import inspect
-import json
 import math
 from pathlib import Path
 from types import SimpleNamespace
@@ -34,6 +33,7 @@ from lightning_mbo.methods.trimentoring import TriMentoring
 from lightning_mbo.nn import member_module, member_params
 from lightning_mbo.search import SearchData, SearchSettings, gradient_ascent
 from lightning_mbo.tasks import io
+from tests.conftest import read_result
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 F64 = torch.float64
@@ -490,7 +490,7 @@ def cli_fit(tmp_path: Path, config: str, *extra: str) -> dict[str, Any]:
         "--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.enable_progress_bar", "false", *extra,
     ])
     (path,) = tmp_path.rglob("results.json")
-    return {"results": json.loads(path.read_text()), "dir": path.parent}
+    return {"results": read_result(path.parent), "dir": path.parent}
 
 
 @pytest.mark.parametrize(("config", "method"), [("tri_mentoring.yaml", "tri_mentoring"),
@@ -526,7 +526,7 @@ def test_ascend_on_checkpoint_reproduces_fit(tmp_path: Path) -> None:
     assert "best_state" in ckpt
     main(["ascend", *common, "--ckpt_path", str(fit_dir / "checkpoints" / "last.ckpt")])
     (ascend_dir,) = [p.parent for p in tmp_path.rglob("results.json") if p.parent != fit_dir]
-    fit, again = (json.loads((d / "results.json").read_text()) for d in (fit_dir, ascend_dir))
+    fit, again = (read_result(d) for d in (fit_dir, ascend_dir))
     assert again["mean_predicted_final"] == pytest.approx(fit["mean_predicted_final"], rel=1e-6)
 
 

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import ast
+import dataclasses
+import inspect
+from dataclasses import MISSING
+
 import pytest
 
-from lightning_mbo.tasks import QUADRATIC, TASKS, Task, UnknownTaskError, get_spec
+from lightning_mbo.tasks import QUADRATIC, TASKS, Task, TaskSpec, UnknownTaskError, get_spec, registry
 
 DESIGN_BENCH_TASKS = [
     "TFBind8-Exact-v0", "TFBind10-Exact-v0", "Superconductor-RandomForest-v0", "AntMorphology-Exact-v0",
@@ -73,3 +78,21 @@ def test_tfbind_layout_and_best_visible():
     assert (t8.folder, t8.prefix, t8.num_classes, t8.best_visible) == ("tf_bind_8-SIX6_REF_R1", "tf_bind_8", 4, 0.439)
     assert (t10.folder, t10.prefix, t10.num_classes, t10.best_visible) == ("tf_bind_10-pho4", "tf_bind_10", 4, 0.467)
     assert get_spec("GFP-Transformer-v0").max_samples == 5000
+
+
+@pytest.mark.parametrize("name", DESIGN_BENCH_TASKS)
+def test_full_dataset_size_where_known(name):
+    known = {"TFBind8-Exact-v0": (1, 65_792), "TFBind10-Exact-v0": (84, 8_321_066)}
+    spec = get_spec(name)
+    assert (spec.num_shards, spec.num_rows) == known.get(name, (None, None))
+
+
+def test_registry_entries_name_every_field():
+    # Eleven positional values are easy to shift by one; every entry spells its field names.
+    tree = ast.parse(inspect.getsource(registry))
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "TaskSpec"]
+    assert len(calls) == len(DESIGN_BENCH_TASKS)
+    for call in calls:
+        assert not call.args
+        assert {k.arg for k in call.keywords} >= {f.name for f in dataclasses.fields(TaskSpec) if f.default is MISSING}
+    assert get_spec(QUADRATIC).num_shards is None and get_spec(QUADRATIC).num_rows is None

@@ -1,4 +1,8 @@
-"""The shard reader, data search and the exact oracle on synthetic TFBind10 shards (METHODS 1.1)."""
+"""The shard reader, data search and the exact oracle on synthetic TFBind10 shards (METHODS 1.1).
+
+The synthetic shards are far smaller than TFBind10's 84 shards of 8.3 M rows, so this module reads
+them as TFBind10 without the registry's expected size (tests/tasks/test_data_source.py checks it).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,11 @@ from lightning_mbo.tasks import BadDataError, DesignNotFoundError, MissingDataEr
 from lightning_mbo.tasks.io import DATA_DIR_ENV, HF_MIRROR
 
 TFBIND10 = "TFBind10-Exact-v0"
+
+
+@pytest.fixture(autouse=True)
+def _small_tfbind10(tfbind10_of_any_size: None) -> None:
+    """Every test here reads small synthetic TFBind10 shards."""
 
 
 def _y(values) -> np.ndarray:
@@ -144,19 +153,22 @@ def test_data_dir_beats_environment(tmp_path, shard_writer, make_designs, monkey
     monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path / "env"))
     assert Task(TFBIND10, data_dir=tmp_path / "arg").y_all[0] == 0.0
     assert Task(TFBIND10).y_all[0] == 100.0
-    # A data_dir without this task's folder falls through to the environment.
-    assert Task(TFBIND10, data_dir=tmp_path / "nothing").y_all[0] == 100.0
+    # A data_dir given without this task's data is an error, not a fall-through to the environment.
+    (tmp_path / "nothing").mkdir()
+    with pytest.raises(MissingDataError, match="no TFBind10-Exact-v0 data in data_dir"):
+        Task(TFBIND10, data_dir=tmp_path / "nothing")
 
 
 def test_missing_data_names_files_and_mirror(tmp_path, monkeypatch):
     monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path / "env"))
+    monkeypatch.setattr("lightning_mbo.tasks.io.design_bench_data_dir", lambda: tmp_path / "pkg")
     with pytest.raises(MissingDataError) as err:
-        Task(TFBIND10, data_dir=tmp_path / "arg")
+        Task(TFBIND10)
     message = str(err.value)
     assert isinstance(err.value, FileNotFoundError)
-    assert f"{tmp_path / 'arg' / 'tf_bind_10-pho4'}/tf_bind_10-{{x,y}}-<i>.npy" in message
     assert f"{tmp_path / 'env' / 'tf_bind_10-pho4'}/tf_bind_10-{{x,y}}-<i>.npy" in message
-    assert message.index(str(tmp_path / "arg")) < message.index(str(tmp_path / "env"))
+    assert f"{tmp_path / 'pkg' / 'tf_bind_10-pho4'}/tf_bind_10-{{x,y}}-<i>.npy" in message
+    assert message.index(str(tmp_path / "env")) < message.index(str(tmp_path / "pkg"))
     assert "beckhamc/design_bench_data" in message and HF_MIRROR in message
     assert "--data.data_dir" in message and DATA_DIR_ENV in message
 

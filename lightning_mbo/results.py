@@ -1,0 +1,105 @@
+"""Results on disk: atomic writes, the one shape of ``results.json``, and provenance.
+
+``results.json`` is always ``{"rows": [...], "provenance": {...}}``: one row per replicate (a
+plain run has one), each with its task, method, seed, replicate, normalised scores and timings,
+and the run-level provenance: commit, package versions, config files, command line, data
+source and checksum, checkpoint (for ``ascend``) and device. :func:`load_rows` reads it back.
+
+No Lightning here: the search callback and the benchmark runner both use it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+__all__ = ["atomic_write", "commit", "load_rows", "provenance", "save_json", "save_npy", "versions"]
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
+    """Write through a temporary file in the same folder, then rename over ``path``.
+
+    The file gets the permissions an ordinary ``open`` would give it (``0666`` less the umask;
+    a temporary file alone would be ``0600``, unreadable for the colleagues who can read the run).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_npy(path: Path, array: np.ndarray) -> None:
+    atomic_write(path, lambda f: np.save(f, array))
+
+
+def save_json(path: Path, obj: dict[str, Any]) -> None:
+    atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
+
+
+def commit(where: Path | None = None) -> str | None:
+    """The git commit of the tree holding the package (``+dirty`` if it has uncommitted changes);
+    ``None`` outside a git tree."""
+    where = where or Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, check=False)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where,
+                               capture_output=True, text=True, check=False).stdout.strip()
+    except OSError:
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty else "")
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python and the packages a result depends on."""
+    out = {"python": platform.python_version()}
+    for name in ("lightning_mbo", "torch", "pytorch-lightning", "numpy", "higher", "jsonargparse"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def provenance(**extra: Any) -> dict[str, Any]:
+    """Run-level provenance: commit, versions, machine and command line, plus ``extra``."""
+    return {
+        "commit": commit(),
+        "versions": versions(),
+        "machine": f"{platform.node()} ({platform.machine()}, {os.cpu_count()} CPUs)",
+        "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
+        **extra,
+    }
+
+
+def load_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of a ``results.json``, with the fields of its provenance each row needs to be
+    read alone (``commit``)."""
+    data = json.loads(Path(path).read_text())
+    if not isinstance(data, dict) or "rows" not in data:
+        raise ValueError(f"{path} is not a lightning_mbo results.json (no 'rows')")
+    commit_id = (data.get("provenance") or {}).get("commit")
+    return [{**row, "commit": commit_id} for row in data["rows"]]
