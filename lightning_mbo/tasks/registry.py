@@ -55,7 +55,7 @@ class TaskSpec:
 
 
 # Each entry: the name and design-bench's visible split (its ``dataset_kwargs``); where the shards
-# live and what a design is; the full dataset's score range (METHODS.md 1.2) and oracle; for the
+# live and what a design is; the full dataset's score range (design-bench's normalisation) and oracle; for the
 # TFBind tasks D(best) and the full dataset's size (shards, rows), checked when the data is read.
 _SPECS = [
     TaskSpec(name="TFBind8-Exact-v0", min_percentile=0, max_percentile=50, max_samples=None,
