@@ -227,3 +227,19 @@ def test_results_collects_every_run_below_a_folder(small_run: Path, capsys) -> N
 def test_bare_benchmark_is_a_usage_error(monkeypatch, capsys) -> None:
     code, err = _command_line(monkeypatch, capsys, "benchmark")
     assert code == 2 and "usage" in err.lower()
+
+
+def test_ascend_refuses_a_checkpoint_of_another_task(small_run: Path, tmp_path: Path) -> None:
+    from lightning_mbo.tasks import QUADRATIC
+
+    ckpt = small_run / "checkpoints" / "last.ckpt"
+    with pytest.raises(CheckpointError, match=r"on TFBind8-Exact-v0 but the config builds .* on " + QUADRATIC):
+        main(["ascend", *SMALL, "--data.task", QUADRATIC, "--data.max_samples", "0", "--ckpt_path", str(ckpt),
+              "--trainer.logger.init_args.save_dir", str(tmp_path)])
+
+
+def test_resume_refuses_a_checkpoint_of_another_network(small_run: Path, tmp_path: Path) -> None:
+    ckpt = small_run / "checkpoints" / "last.ckpt"
+    with pytest.raises(CheckpointError, match="members differ"):
+        main(["fit", *SMALL, "--model.init_args.members", "3", "--ckpt_path", str(ckpt),
+              "--trainer.logger.init_args.save_dir", str(tmp_path)])
