@@ -168,6 +168,8 @@ def test_command_line_resume_with_ckpt_path(tmp_path):
 
 def test_tensorboard_events_hold_training_design_and_hparams(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.custom_scalar import layout_pb2
+    from tensorboard.plugins.hparams import plugin_data_pb2
 
     main(["fit", *SMALL, "--trainer.max_epochs=1", "--trainer.log_every_n_steps=1",
           f"--trainer.logger.init_args.save_dir={tmp_path}",
@@ -177,23 +179,52 @@ def test_tensorboard_events_hold_training_design_and_hparams(tmp_path):
     acc.Reload()
     tags = acc.Tags()
     for tag in ("train/loss", "train/lambda", "train/grad_norm", "train/violation", "val/pearson",
-                "design/score_100th", "design/score_80th", "design/score_50th", "design/predicted_mean"):
+                "design/score_100th", "design/score_80th", "design/score_50th", "design/start_score_100th",
+                "design/predicted_mean", "ignite/lambda_end", "ignite/rho_grad_norm_end", "time/wall_seconds"):
         assert tag in tags["scalars"], tag
+    # Per-member curves live in their own group, so the means open first.
+    for m in range(5):
+        assert f"members/train_loss_m{m}" in tags["scalars"] and f"members/train_lambda_m{m}" in tags["scalars"]
+        assert f"members/val_pearson_m{m}" in tags["scalars"]
+    assert not any(t.startswith(("train/loss_m", "val/pearson_m")) for t in tags["scalars"])
     assert "design/normalized_scores" in tags["histograms"]
     assert "design/predicted_vs_oracle" in tags["images"]
     # The trajectory has one point per ascent step plus the end.
     assert len(acc.Scalars("design/predicted_mean")) == 21
+    # Final scores: ONE point each, at the run's last training step (TensorBoard keeps one point
+    # per step; a second one at step 0 would be all it shows).
     results = read_result(run)
-    assert acc.Scalars("design/score_100th")[-1].value == pytest.approx(results["score_100th"], rel=1e-6)
-    # HParams tab: an hparams session whose metrics include the final scores.
-    from tensorboard.plugins.hparams import plugin_data_pb2
-
+    last_step = max(e.step for e in acc.Scalars("train/loss"))
+    for key in ("score_100th", "score_80th", "score_50th", "start_score_100th"):
+        (event,) = acc.Scalars(f"design/{key}")
+        assert event.step == last_step + 1  # global_step after the last optimizer step
+        assert event.value == pytest.approx(results[key], rel=1e-6)
+    # Custom Scalars: one page for training, mean and members on one chart.
+    layout = layout_pb2.Layout.FromString(acc.Tensors("custom_scalars__config__")[0].tensor_proto.string_val[0])
+    training = {c.title: list(c.multiline.tag) for cat in layout.category if cat.title == "training" for c in cat.chart}
+    assert training["loss (mean and members)"] == [r"^train/loss$", r"^members/train_loss_m\d+$"]
+    assert any("unscaled" in title for title in training)
+    # HParams: curated columns (what ran, flattened IGNITE settings), the final scores as metrics.
     content = acc.PluginTagToContent("hparams")
-    assert "_hparams_/session_start_info" in content
     experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
-    assert "design/score_100th" in {m.name.tag for m in experiment.metric_infos}
+    metrics = {m.name.tag for m in experiment.metric_infos}
+    assert {"design/score_100th", "design/start_score_100th", "val/pearson", "ignite/lambda_end",
+            "ignite/rho_grad_norm_end", "time/wall_seconds"} <= metrics
     start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
-    assert start.hparams["model/members"].number_value == 5
+    hp = start.hparams
+    assert hp["method"].string_value == "ens_mean+ignite" and hp["members"].number_value == 5
+    assert hp["search.steps"].number_value == 20 and hp["search.lr"].number_value == pytest.approx(0.049, abs=1e-3)
+    assert hp["ignite.rho"].number_value == pytest.approx(0.05)
+    assert hp["ignite.grad_mode"].string_value == "finite_difference"
+    assert hp["epochs"].number_value == 1 and hp["seed"].number_value == 0
+    assert not any(k.startswith("_") or k.endswith("_class_path") for k in hp)
+    # Text: the results table, the resolved config and a legend of the tags.
+    texts = acc.PluginTagToContent("text")
+    for tag in ("run/results/text_summary", "run/config/text_summary", "run/legend/text_summary"):
+        assert tag in tags["tensors"], tag
+    legend = acc.Tensors("run/legend/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert "unscaled ‖∇_ω h‖" in legend
+    assert texts is not None
 
 
 def test_benchmark_runner_writes_table_and_skips_finished_runs(tmp_path):

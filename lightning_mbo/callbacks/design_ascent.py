@@ -13,6 +13,7 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import TensorBoardLogger
 
+from lightning_mbo.callbacks.tensorboard import LEGEND, curated_hparams, log_run, scatter, write_layout
 from lightning_mbo.functional.metrics import score_percentiles
 from lightning_mbo.results import provenance, save_json, save_npy
 from lightning_mbo.search import AscentOptimizer, Searchable, SearchData, SearchSettings, gradient_ascent
@@ -70,6 +71,10 @@ class DesignAscent(Callback):
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._fit_start = time.perf_counter()
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                if isinstance(logger, TensorBoardLogger):
+                    write_layout(logger)
 
     def fit_seconds(self) -> float:
         """Seconds spent fitting, over this run and the runs it resumed (0 for ``ascend``)."""
@@ -168,7 +173,7 @@ class DesignAscent(Callback):
             data=task.source, device=str(x0.device), output_dir=str(out),
         )}
         self.results = results
-        self._log(trainer, pl_module, rows, pred, normalized, result.stats)
+        self._log(trainer, pl_module, rows, pred, normalized, result.stats, datamodule, out)
         shape = (reps, self.num_candidates) if reps > 1 else (self.num_candidates,)
         save_npy(out / "designs.npy", designs.reshape(*shape, *designs.shape[1:]))
         save_npy(out / "scores.npy", scores.reshape(shape))
@@ -183,68 +188,56 @@ class DesignAscent(Callback):
             )
         return results
 
-    def _log(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        rows: list[dict[str, Any]],
-        pred: torch.Tensor,
-        normalized: np.ndarray,
-        stats: dict[str, list[float]],
-    ) -> None:
-        """Final scores, hyper-parameters with scores (HParams tab), score histogram,
-        predicted-versus-oracle scatter and ascent trajectories."""
-        scores = {f"design/{k}": float(np.mean([r[k] for r in rows])) for k in rows[0] if k.startswith("score_")}
+    def _log(self, trainer: pl.Trainer, pl_module: pl.LightningModule, rows: list[dict[str, Any]],
+             pred: torch.Tensor, normalized: np.ndarray, stats: dict[str, list[float]], datamodule: Any,
+             out: Path) -> None:
+        """Final scores (once, at the last training step), the HParams session, a text summary,
+        the score histogram, the predicted-versus-oracle scatter and the search trajectories."""
+        step = trainer.global_step
+        final = {f"design/{k}": float(np.mean([r[k] for r in rows]))
+                 for k in rows[0] if k.startswith(("score_", "start_score_"))}
+        final["time/wall_seconds"] = float(np.mean([r["wall_seconds"] for r in rows]))
+        if "ignite" in rows[0]:
+            final["ignite/lambda_end"] = float(np.mean([v for r in rows for v in r["ignite"]["lambda"]]))
+            final["ignite/rho_grad_norm_end"] = float(np.mean([v for r in rows for v in r["ignite"]["rho_grad_norm"]]))
         for logger in trainer.loggers:
-            logger.log_metrics(scores, step=trainer.global_step)
-            exp = getattr(logger, "experiment", None)
-            if isinstance(logger, TensorBoardLogger) and exp is not None:
-                logger.log_hyperparams(_flat_hparams(pl_module, trainer), metrics=scores)
-                exp.add_histogram("design/normalized_scores", normalized, trainer.global_step)
-                exp.add_figure("design/predicted_vs_oracle", _scatter(pred[-1].numpy(), normalized, rows),
-                               trainer.global_step)
-                # Predicted-score trajectory over ascent steps (mean and max over candidates).
-                for t in range(pred.shape[0]):
-                    exp.add_scalar("design/predicted_mean", float(pred[t].mean()), t)
-                    exp.add_scalar("design/predicted_max", float(pred[t].max()), t)
-                # Method-specific per-step statistics (e.g. Tri-mentoring's disagreement sizes).
-                for name, values in stats.items():
-                    for t, v in enumerate(values):
-                        exp.add_scalar(f"design/{name}", v, t)
+            if not isinstance(logger, TensorBoardLogger):
+                logger.log_metrics(final, step=step)
+                logger.save()
+                continue
+            exp = logger.experiment
+            hparams = curated_hparams(dict(pl_module.hparams), rows[0], trainer.max_epochs,
+                                      dict(datamodule.hparams))
+            config = out / "config.yaml"
+            texts = {"run/results": _results_markdown(rows), "run/legend": LEGEND}
+            if config.exists():
+                texts["run/config"] = "```yaml\n" + config.read_text() + "\n```"
+            log_run(logger, step, hparams, final, texts)
+            exp.add_histogram("design/normalized_scores", normalized, step)
+            predicted = datamodule.normalize_score(pred[-1].numpy())
+            title = f"{rows[0]['method']}: 100th {final['design/score_100th']:.3f}"
+            exp.add_figure("design/predicted_vs_oracle", scatter(predicted, normalized, rows[0]["best_visible"], title),
+                           step)
+            # Predicted-score trajectory over search steps (mean and max over candidates).
+            for t in range(pred.shape[0]):
+                exp.add_scalar("design/predicted_mean", float(pred[t].mean()), t)
+                exp.add_scalar("design/predicted_max", float(pred[t].max()), t)
+            # Method-specific per-step statistics (e.g. Tri-mentoring's disagreement sizes).
+            for name, values in stats.items():
+                for t, v in enumerate(values):
+                    exp.add_scalar(f"design/{name}", v, t)
             logger.save()
 
 
-def _flat_hparams(pl_module: pl.LightningModule, trainer: pl.Trainer) -> dict[str, Any]:
-    """Scalar hyper-parameters of the model and data (nested settings flattened)."""
-    out: dict[str, Any] = {"method": pl_module.method_name()}
-    sources = [("model", dict(pl_module.hparams))]
-    if trainer.datamodule is not None:
-        sources.append(("data", dict(trainer.datamodule.hparams)))
-    for prefix, hp in sources:
-        for k, v in hp.items():
-            if hasattr(v, "__dataclass_fields__"):
-                for f in v.__dataclass_fields__:
-                    out[f"{prefix}/{k}.{f}"] = getattr(v, f)
-            elif v is None or isinstance(v, (bool, int, float, str)):
-                out[f"{prefix}/{k}"] = "null" if v is None else v
-            else:
-                out[f"{prefix}/{k}"] = str(v)
-    return out
-
-
-def _scatter(predicted: np.ndarray, normalized: np.ndarray, rows: list[dict[str, Any]]):
-    import matplotlib  # noqa: PLC0415
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
-    fig, ax = plt.subplots(figsize=(4.5, 4))
-    ax.scatter(predicted, normalized, s=8, alpha=0.7)
-    ax.set_xlabel("surrogate's predicted score (raw units)")
-    ax.set_ylabel("oracle score (normalised)")
-    ax.set_title(f"{rows[0]['method']}: 100th {np.mean([r['score_100th'] for r in rows]):.3f}")
-    fig.tight_layout()
-    return fig
+def _results_markdown(rows: list[dict[str, Any]]) -> str:
+    """The run's rows as a Markdown table (one line per replicate)."""
+    lines = ["| replicate | 100th | 80th | 50th | starting designs 100th | D(best) | search |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        best = "-" if r["best_visible"] is None else f"{r['best_visible']:.3f}"
+        lines.append(f"| {r['replicate']} | {r['score_100th']:.3f} | {r['score_80th']:.3f} | {r['score_50th']:.3f} "
+                     f"| {r['start_score_100th']:.3f} | {best} | {r['ascent']} |")
+    return "\n".join(lines)
 
 
 def _seed(trainer: pl.Trainer, datamodule) -> int | None:

@@ -207,10 +207,12 @@ class Surrogate(pl.LightningModule):
             self.log_dict(logs, batch_size=y.shape[-1])
 
     def _member_logs(self, key: str, values: Tensor, mean: bool = True) -> dict[str, Tensor]:
-        """``{key: mean}`` (with ``mean``) and ``{key_m<i>: value}`` per member when there are several."""
+        """``{key: mean}`` (with ``mean``) and, with several members, ``members/<stage>_<name>_m<i>``
+        per member (their own TensorBoard group, so the means open first)."""
         out = {key: values.mean()} if mean else {}
         if self.num_members > 1:
-            out.update({f"{key}_m{m}": v for m, v in enumerate(values)})
+            flat = key.replace("/", "_")
+            out.update({f"members/{flat}_m{m}": v for m, v in enumerate(values)})
         return out
 
     def _writes_logs(self) -> bool:

@@ -45,7 +45,7 @@ class TriMentoring(Surrogate):
     0, each proxy its own seed, data order and 90/10 split (set ``data.val_size: 0.1``), keeping
     each proxy's epoch with the best validation Pearson correlation. The released lr 0.1 makes
     the proxies peak early (validation Pearson about 0.34-0.41 on TFBind8) and then collapse to
-    a constant; ``lr`` is a setting and ``val/pearson_m*`` shows the effect.
+    a constant; ``lr`` is a setting and ``members/val_pearson_m*`` shows the effect.
 
     Search (:attr:`SEARCH_DISCRETE`, :attr:`SEARCH_CONTINUOUS`): Adam on x maximising the mean
     of the candidate's own mentored proxies.

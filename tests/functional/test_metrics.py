@@ -32,3 +32,17 @@ def test_single_score_and_empty():
     assert score_percentiles(np.array([0.25])) == {"score_100th": 0.25, "score_80th": 0.25, "score_50th": 0.25}
     with pytest.raises(ValueError, match="no scores"):
         score_percentiles(np.array([]))
+
+
+def test_spearman_hand_examples():
+    from lightning_mbo.functional.metrics import spearman
+
+    assert spearman(np.array([1.0, 2.0, 3.0, 4.0]), np.array([10.0, 20.0, 30.0, 400.0])) == pytest.approx(1.0)
+    assert spearman(np.array([1.0, 2.0, 3.0]), np.array([3.0, 2.0, 1.0])) == pytest.approx(-1.0)
+    # Ties share their average rank: ranks (0, 1.5, 1.5, 3) and (0, 1, 2, 3): rho = 4.5 / sqrt(4.5 * 5).
+    assert spearman(np.array([1.0, 2.0, 2.0, 5.0]), np.array([1.0, 2.0, 3.0, 4.0])) == pytest.approx(
+        4.5 / np.sqrt(4.5 * 5.0))
+    # Monotone transforms leave it unchanged; a constant series has none.
+    x, y = np.random.default_rng(0).normal(size=(2, 50))
+    assert spearman(np.exp(x), y**3) == pytest.approx(spearman(x, y))
+    assert np.isnan(spearman(np.ones(5), np.arange(5.0)))

@@ -444,7 +444,7 @@ def test_each_proxy_has_its_own_split_and_init(pretrained: SimpleNamespace) -> N
     shared_train, _ = dm.split(3, per_member=False)
     assert all(torch.equal(shared_train[0], shared_train[m]) for m in range(3))  # the non-Tri-mentoring case
     for m in range(3):
-        assert f"val/pearson_m{m}" in pretrained.trainer.callback_metrics
+        assert f"members/val_pearson_m{m}" in pretrained.trainer.callback_metrics
 
 
 def test_select_best_restores_each_proxys_best_epoch(pretrained: SimpleNamespace) -> None:
