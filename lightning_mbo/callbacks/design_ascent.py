@@ -16,8 +16,17 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from lightning_mbo.callbacks.tensorboard import LEGEND, curated_hparams, log_run, scatter, write_layout
 from lightning_mbo.functional.metrics import score_percentiles
 from lightning_mbo.results import provenance, save_json, save_npy
-from lightning_mbo.search import AscentOptimizer, Searchable, SearchData, SearchSettings, gradient_ascent
-from lightning_mbo.validation import check_range
+from lightning_mbo.search import (
+    AscentOptimizer,
+    AscentResult,
+    Searchable,
+    SearchData,
+    Searcher,
+    SearchObjective,
+    SearchSettings,
+    gradient_ascent,
+)
+from lightning_mbo.validation import SettingsError, check_range
 
 
 class DesignAscent(Callback):
@@ -41,6 +50,10 @@ class DesignAscent(Callback):
         optimizer: ``sgd`` or ``adam`` (``null``: the method's default).
         num_candidates: designs handed back (the protocol's 128).
         output_dir: where results go (``null``: the trainer's log directory).
+        searcher: search with another optimizer over designs instead of gradient ascent, on the
+            method's predicted score: ``lightning_mbo.search.CMAES``, ``lightning_mbo.search.BOqEI``
+            or any :class:`~lightning_mbo.search.Searcher` (``null``: gradient ascent with steps,
+            lr and optimizer).
     """
 
     def __init__(
@@ -50,12 +63,17 @@ class DesignAscent(Callback):
         optimizer: AscentOptimizer | None = None,
         num_candidates: int = 128,
         output_dir: str | None = None,
+        searcher: Searcher | None = None,
     ) -> None:
         if steps is not None:
             check_range("--ascent.steps", steps, 0)
         if lr is not None:
             check_range("--ascent.lr", lr, 0, strict=True, hint="a negative step size descends")
         check_range("--ascent.num_candidates", num_candidates, 1)
+        if searcher is not None and (steps, lr, optimizer) != (None, None, None):
+            raise SettingsError("--ascent.steps, --ascent.lr and --ascent.optimizer set gradient ascent; "
+                                f"{type(searcher).__name__} has its own budget (--ascent.searcher.init_args.*)")
+        self.searcher = searcher
         self.steps, self.lr, self.optimizer = steps, lr, optimizer
         self.num_candidates = num_candidates
         self.output_dir = output_dir
@@ -110,6 +128,27 @@ class DesignAscent(Callback):
                 out[key] = getattr(self, key)
         return SearchSettings(**out)
 
+    def _search(self, x0: torch.Tensor, objective: SearchObjective, data: SearchData, ids: torch.Tensor,
+                seed: int) -> AscentResult:
+        """Run the configured non-gradient searcher on the method's predicted score."""
+        if objective.before_step is not None:
+            raise SettingsError(f"{type(self.searcher).__name__} cannot run this method's per-step hook (e.g. "
+                                "Tri-mentoring's mentoring, defined for gradient ascent): drop --ascent.searcher or "
+                                "set the method's mentoring off")
+        data = SearchData(data.x.to(x0.device), data.y.to(x0.device), data.discrete)
+        return self.searcher.search(x0, objective.score, data, ids, self.num_candidates, seed)
+
+    def _record(self, settings: SearchSettings) -> dict[str, Any]:
+        """The search that ran, as results.json records it."""
+        if self.searcher is None:
+            return settings.as_dict()
+        return self.searcher.settings()
+
+    def _method_name(self, pl_module: Searchable) -> str:
+        """The method's name, prefixed by the searcher's when it is not gradient ascent (``cma_es/ens_mean``)."""
+        name = pl_module.method_name()
+        return name if self.searcher is None else f"{self.searcher.name}/{name}"
+
     def run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, datamodule) -> dict[str, Any] | None:
         """Ascend, score, log and write; returns the results on rank 0 (None elsewhere)."""
         t0 = time.perf_counter()
@@ -130,8 +169,11 @@ class DesignAscent(Callback):
         was_training = pl_module.training
         pl_module.eval()
         objective = pl_module.search_objective(x0[mine], data, mine, total)
-        result = gradient_ascent(x0[mine], objective.score, settings.steps, settings.lr, settings.optimizer,
-                                 objective.before_step)
+        if self.searcher is None:
+            result = gradient_ascent(x0[mine], objective.score, settings.steps, settings.lr, settings.optimizer,
+                                     objective.before_step)
+        else:
+            result = self._search(x0[mine], objective, data, mine, _seed(trainer, datamodule) or 0)
         pl_module.train(was_training)
         x, traj = result.x, result.trajectory
         if world > 1:
@@ -154,14 +196,14 @@ class DesignAscent(Callback):
         for r, idx in enumerate(np.split(np.arange(total), reps)):
             rows.append({
                 "task": task.name,
-                "method": pl_module.method_name(),
+                "method": self._method_name(pl_module),
                 "seed": seed,
                 "replicate": r,
                 **score_percentiles(normalized[idx]),
                 **{f"start_{k}": v for k, v in start.items()},
                 "best_visible": task.best_visible,
                 "num_candidates": self.num_candidates,
-                "ascent": settings.as_dict(),
+                "ascent": self._record(settings),
                 "mean_predicted_final": float(pred[-1, idx].mean()),
                 **pl_module.method_summary(r),
                 "fit_seconds": fit_seconds,

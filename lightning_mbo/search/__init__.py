@@ -1,9 +1,12 @@
 """Design search: the contract a method offers it, and optimizers over designs (plain torch)."""
 
+from lightning_mbo.search.bo_qei import BOqEI
+from lightning_mbo.search.cma_es import CMAES
 from lightning_mbo.search.contract import (
     AscentOptimizer,
     Searchable,
     SearchData,
+    Searcher,
     SearchObjective,
     SearchSettings,
     StepHook,
@@ -13,10 +16,13 @@ from lightning_mbo.search.gradient import AscentResult, gradient_ascent
 __all__ = [
     "AscentOptimizer",
     "AscentResult",
+    "BOqEI",
+    "CMAES",
     "SearchData",
     "SearchObjective",
     "SearchSettings",
     "Searchable",
+    "Searcher",
     "StepHook",
     "gradient_ascent",
 ]

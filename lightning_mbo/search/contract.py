@@ -15,9 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
 
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from lightning_mbo.search.gradient import AscentResult
 
 from lightning_mbo.validation import SettingsError, check_choice, check_range
 
@@ -115,3 +118,36 @@ class Searchable(Protocol):
     def method_summary(self, replicate: int) -> dict[str, Any]:
         """Method state worth reporting next to replicate ``replicate``'s scores."""
         ...
+
+
+class Searcher:
+    """An optimizer over designs other than gradient ascent (``--ascent.searcher``).
+
+    A subclass takes its settings in ``__init__`` (they become ``--ascent.searcher.init_args.*``)
+    and implements :meth:`search`. It works on the normalised design features and the method's
+    score function, never on the model itself, so any method's surrogate can drive it.
+    """
+
+    #: The name results give it (``cma_es`` in ``cma_es/ens_mean``).
+    name: ClassVar[str] = "searcher"
+
+    def search(self, x0: Tensor, score: Callable[[Tensor], Tensor], data: SearchData, candidate_ids: Tensor,
+               num_candidates: int, seed: int) -> AscentResult:
+        """Search from ``x0``.
+
+        Args:
+            x0: ``(C, D)`` this process's starting designs (normalised).
+            score: ``(C, D) -> (C,)`` the method's predicted score, row ``i`` scored as candidate ``i``.
+            data: the visible designs and scores (normalised).
+            candidate_ids: ``(C,)`` the candidates' indices over all processes.
+            num_candidates: designs handed back per replicate.
+            seed: the run's seed.
+
+        Returns:
+            ``(C, D)`` final designs and a ``(T + 1, C)`` trajectory of predicted scores.
+        """
+        raise NotImplementedError
+
+    def settings(self) -> dict[str, Any]:
+        """The settings, as results.json records them (with ``searcher``: the name)."""
+        return {"searcher": self.name, **{k: v for k, v in vars(self).items() if not k.startswith("_")}}
