@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -135,7 +136,7 @@ class DesignAscent(Callback):
             raise SettingsError(f"{type(self.searcher).__name__} cannot run this method's per-step hook (e.g. "
                                 "Tri-mentoring's mentoring, defined for gradient ascent): drop --ascent.searcher or "
                                 "set the method's mentoring off")
-        data = SearchData(data.x.to(x0.device), data.y.to(x0.device), data.discrete)
+        data = dataclasses.replace(data, x=data.x.to(x0.device), y=data.y.to(x0.device))
         return self.searcher.search(x0, objective.score, data, ids, self.num_candidates, seed)
 
     def _record(self, settings: SearchSettings) -> dict[str, Any]:

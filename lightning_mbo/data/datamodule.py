@@ -203,7 +203,11 @@ class MBODataModule(pl.LightningDataModule):
 
     def search_data(self) -> SearchData:
         """What design search hands the method: all visible rows, normalised, and the task's kind."""
-        return SearchData(x=self.x, y=self.y, discrete=self.task.is_discrete)
+        if not self.task.is_discrete:
+            return SearchData(x=self.x, y=self.y, discrete=False)
+        return SearchData(x=self.x, y=self.y, discrete=True, num_classes=self.task.spec.num_classes,
+                          encode=lambda designs: self.normalize_x(self.task.encode(designs)),
+                          decode=lambda z: torch.as_tensor(self.decode(z)))
 
     def normalize_x(self, features: Tensor) -> Tensor:
         return (features - self.x_mean.to(features)) / self.x_std.to(features)

@@ -12,12 +12,14 @@ from lightning_mbo.search.contract import (
     StepHook,
 )
 from lightning_mbo.search.gradient import AscentResult, gradient_ascent
+from lightning_mbo.search.reinforce import Reinforce
 
 __all__ = [
     "AscentOptimizer",
     "AscentResult",
     "BOqEI",
     "CMAES",
+    "Reinforce",
     "SearchData",
     "SearchObjective",
     "SearchSettings",

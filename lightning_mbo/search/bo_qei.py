@@ -29,6 +29,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from lightning_mbo.search.blocks import block_scorer, blocks
 from lightning_mbo.search.contract import SearchData, Searcher
 from lightning_mbo.search.gradient import AscentResult
 from lightning_mbo.validation import check_range
@@ -85,24 +86,14 @@ class BOqEI(Searcher):
             the best stored value of each block's GP training set before the first and after every
             round (repeated over the block's rows).
         """
-        x_data, y_data = data.x, data.y
-        c = x0.shape[0]
-        if c % num_candidates:
-            raise ValueError(f"bo_qei needs whole blocks of {num_candidates} candidates per process, got {c}: run "
-                             "it on one process (--trainer.devices 1)")
+        starts = blocks(x0.shape[0], num_candidates, "bo_qei")
         if self.initial < num_candidates:
             raise ValueError(f"bo_qei hands back the top {num_candidates} of its points: initial must be at least "
                              f"{num_candidates}, got {self.initial}")
         xs, trajectories = [], []
-        for b in range(c // num_candidates):
-            rows = slice(b * num_candidates, (b + 1) * num_candidates)
-
-            def block_score(points: Tensor, rows: slice = rows) -> Tensor:
-                batch = x0.detach().clone()
-                batch[rows.start:rows.start + len(points)] = points.to(x0)
-                return score(batch)[rows.start:rows.start + len(points)]
-
-            x, traj = self._one(block_score, x_data, y_data, num_candidates, seed * 1_000 + b)
+        for b, start in enumerate(starts):
+            scored = block_scorer(score, x0, start, num_candidates)
+            x, traj = self._one(scored, data.x, data.y, num_candidates, seed * 1_000 + b)
             xs.append(x)
             trajectories.append(traj.unsqueeze(1).expand(-1, num_candidates))
         return AscentResult(torch.cat(xs).to(x0), torch.cat(trajectories, dim=1).to(x0))

@@ -64,11 +64,18 @@ class SearchData:
         x: ``(N, D)`` normalised (encoded) visible designs.
         y: ``(N,)`` their normalised scores.
         discrete: whether the task's designs are discrete (trained on as logits).
+        num_classes: alphabet size of a discrete task (``None`` for continuous ones).
+        encode: integer designs ``(n, L)`` -> normalised features ``(n, D)`` (discrete tasks), for
+            searchers that propose sequences (REINFORCE).
+        decode: normalised features ``(n, D)`` -> integer designs ``(n, L)`` (discrete tasks).
     """
 
     x: Tensor
     y: Tensor
     discrete: bool
+    num_classes: int | None = None
+    encode: Callable[[Tensor], Tensor] | None = None
+    decode: Callable[[Tensor], Tensor] | None = None
 
     @property
     def input_dim(self) -> int:
