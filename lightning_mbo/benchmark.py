@@ -123,12 +123,15 @@ def resolved_config(cli_args: list[str]) -> str:
     from lightning_mbo.cli import main  # noqa: PLC0415
 
     buf = io.StringIO()
+    argv, sys.argv = sys.argv, sys.argv[:1]  # LightningCLI warns when given args while sys.argv holds others
     with contextlib.redirect_stdout(buf):
         try:
             main([*cli_args, "--print_config"])
         except SystemExit as done:
             if done.code not in (0, None):
                 raise SettingsError(f"the grid's run does not parse: {' '.join(cli_args)}") from None
+        finally:
+            sys.argv = argv
     return buf.getvalue()
 
 
