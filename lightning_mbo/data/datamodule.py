@@ -30,7 +30,8 @@ class MemberBatches(IterableDataset):
     is the ``(M, B)`` block of row indices ``[b*B, (b+1)*B)`` of those permutations. Under
     DDP the GLOBAL batch is split into contiguous parts, one per rank, so that ``W`` processes
     see exactly the rows one process would. Items are ``(x, y, rows)``: ``(M, b, D)`` features,
-    ``(M, b)`` scores of this rank's share and the global batch's row count.
+    ``(M, b)`` scores of this rank's share and the global batch's row count; with ``weights``
+    also ``(M, b)`` the rows' weights and ``(M,)`` their sum over the global batch.
 
     Args:
         x: ``(N, D)`` normalised features.
@@ -41,6 +42,7 @@ class MemberBatches(IterableDataset):
         seed: base seed; the permutation of an epoch depends on (seed, epoch) only.
         epoch_fn: returns the current epoch (so a resumed run draws the same orders).
         drop_last: drop the last incomplete batch.
+        weights: ``(M, N)`` each member's weight of every row (bootstrap counts), or ``None``.
     """
 
     def __init__(
@@ -53,10 +55,12 @@ class MemberBatches(IterableDataset):
         seed: int,
         epoch_fn: Callable[[], int] = lambda: 0,
         drop_last: bool = False,
+        weights: Tensor | None = None,
     ) -> None:
         self.x, self.y, self.rows = x, y, rows
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.epoch_fn, self.drop_last = epoch_fn, drop_last
+        self.weights = weights
 
     def __len__(self) -> int:
         n = self.rows.shape[1]
@@ -70,16 +74,20 @@ class MemberBatches(IterableDataset):
         perm = torch.rand(self.rows.shape, generator=g).argsort(dim=1)
         return torch.gather(self.rows, 1, perm)
 
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor, int]]:
+    def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
         rank, world = _dist_rank_world()
         order = self.order(self.epoch_fn())
         for b in range(len(self)):
             idx = order[:, b * self.batch_size:(b + 1) * self.batch_size]
             rows = idx.shape[1]
+            total = None if self.weights is None else torch.gather(self.weights, 1, idx).sum(1)
             idx = torch.tensor_split(idx, world, dim=1)[rank]
-            # The global batch's size travels along, so losses average over rows, not over ranks,
-            # also when a last batch does not split evenly (a rank may get no rows).
-            yield self.x[idx], self.y[idx], rows
+            # The global batch's size (and weight) travels along, so losses average over rows, not
+            # over ranks, also when a last batch does not split evenly (a rank may get no rows).
+            if total is None:
+                yield self.x[idx], self.y[idx], rows
+            else:
+                yield self.x[idx], self.y[idx], rows, torch.gather(self.weights, 1, idx), total
 
 
 class MBODataModule(pl.LightningDataModule):
@@ -104,6 +112,10 @@ class MBODataModule(pl.LightningDataModule):
         normalize_y: z-score the scores.
         seed: seed of splits, subsampling and data order (``null``: the run's ``seed_everything``
             on the command line, 0 elsewhere).
+        bootstrap: each member trains on a bootstrap resample of its training rows, as
+            design-baselines' ensembles (Trabucco et al., ICML 2022): a row's weight in the member's
+            loss is how often it is drawn in ``n`` draws with replacement (``n`` training rows), and
+            the member's batch loss is ``Σ w · loss / Σ w``.
         drop_last: drop the last incomplete training batch.
     """
 
@@ -119,6 +131,7 @@ class MBODataModule(pl.LightningDataModule):
         normalize_y: bool = True,
         seed: int | None = None,
         drop_last: bool = False,
+        bootstrap: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -179,14 +192,26 @@ class MBODataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         self.train_rows, self.val_rows = self.split(self.members, self.per_member_split)
 
+    def bootstrap_weights(self) -> Tensor:
+        """``(M, N)`` each member's bootstrap count of every row: ``n`` draws with replacement
+        from the member's ``n`` training rows (seeded; held-out rows get 0)."""
+        if self.train_rows is None:
+            self.setup("fit")
+        members, n = self.train_rows.shape
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + 999_983)
+        draws = torch.randint(0, n, (members, n), generator=g)
+        counts = torch.zeros(members, n).scatter_add_(1, draws, torch.ones(members, n))
+        return torch.zeros(members, len(self.y)).scatter_(1, self.train_rows, counts)
+
     def _epoch(self) -> int:
         return self.trainer.current_epoch if self.trainer is not None else 0
 
     def train_dataloader(self) -> DataLoader:
         if self.train_rows is None:
             self.setup("fit")
+        weights = self.bootstrap_weights() if self.hparams.bootstrap else None
         ds = MemberBatches(self.x, self.y, self.train_rows, self.hparams.batch_size, True, self.seed,
-                           self._epoch, self.hparams.drop_last)
+                           self._epoch, self.hparams.drop_last, weights)
         return DataLoader(ds, batch_size=None)
 
     def val_dataloader(self) -> DataLoader:

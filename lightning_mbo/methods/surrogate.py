@@ -121,19 +121,27 @@ class Surrogate(pl.LightningModule):
         logstd = self.min_logstd + F.softplus(logstd - self.min_logstd)
         return mean, logstd
 
-    def member_losses(self, mean: Tensor, logstd: Tensor | None, y: Tensor, rows: int | None = None) -> Tensor:
+    def member_losses(self, mean: Tensor, logstd: Tensor | None, y: Tensor, rows: int | None = None,
+                      weights: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """Per-member data loss ``(M,)``: Gaussian NLL or MSE, averaged over the batch.
 
         Args:
             rows: rows of the GLOBAL batch when this is one rank's share of it (DDP): the loss is
                 then ``world_size * sum / rows``, so DDP's average over ranks is the average over
                 rows even when the shares differ in size.
+            weights: ``(w (M, b), total (M,))``: the rows' bootstrap weights and their sum over the
+                global batch; the loss is then ``world_size * Σ w · loss / total`` (design-baselines'
+                ``Σ b · nll / Σ b``).
         """
         if logstd is None:
             per_row = (mean - y) ** 2
         else:
             per_row = 0.5 * ((y - mean) / logstd.exp()) ** 2 + logstd + 0.5 * math.log(2 * math.pi)
-        return self._batch_mean(per_row, rows)
+        if weights is None:
+            return self._batch_mean(per_row, rows)
+        w, total = weights
+        world = self.trainer.world_size if self._trainer is not None else 1
+        return (per_row * w.to(per_row)).sum(-1) * (world / total.to(per_row).clamp(min=1e-12))
 
     def _batch_mean(self, per_row: Tensor, rows: int | None) -> Tensor:
         """Mean over the last dim, or over the global batch of ``rows`` rows under DDP (see :meth:`member_losses`)."""
@@ -166,8 +174,8 @@ class Surrogate(pl.LightningModule):
 
         return reduce
 
-    def _unpack(self, batch: tuple[Tensor, ...]) -> tuple[Tensor, Tensor, int | None]:
-        """``(x (M, b, D), y (M, b), global batch rows or None)`` of a datamodule batch."""
+    def _unpack(self, batch: tuple[Tensor, ...]) -> tuple[Tensor, Tensor, int | None, tuple[Tensor, Tensor] | None]:
+        """``(x (M, b, D), y (M, b), global batch rows or None, bootstrap weights or None)`` of a batch."""
         x, y, *rest = batch
         if x.dim() == 3 and x.shape[0] != self.num_members:
             raise ValueError(
@@ -175,14 +183,14 @@ class Surrogate(pl.LightningModule):
                 "datamodule.connect(members=model.num_members, per_member_split=model.per_member_split) before "
                 "fitting (lightning_mbo.cli.MBOTrainer and the command line do it)"
             )
-        return x, y, (int(rest[0]) if rest else None)
+        return x, y, (int(rest[0]) if rest else None), (tuple(rest[1:3]) if len(rest) == 3 else None)
 
     def training_step(self, batch: tuple[Tensor, Tensor] | tuple[Tensor, Tensor, int], batch_idx: int) -> None:
-        x, y, rows = self._unpack(batch)
+        x, y, rows, weights = self._unpack(batch)
         opt = self.optimizers()
         opt.zero_grad()
         mean, logstd = self(x)
-        losses = self.member_losses(mean, logstd, y, rows)
+        losses = self.member_losses(mean, logstd, y, rows, weights)
         # Log only on the steps the logger writes: Lightning's per-call bookkeeping costs more than
         # a small step, and step values logged between writes are never seen.
         writes = self._writes_logs()
@@ -227,7 +235,7 @@ class Surrogate(pl.LightningModule):
 
     # --- validation: Pearson per member, best-epoch selection ----------------------------
     def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
-        x, y, rows = self._unpack(batch)
+        x, y, rows, _ = self._unpack(batch)
         mean, logstd = self(x)
         self.log("val/loss", self.member_losses(mean, logstd, y, rows).mean(), sync_dist=True,
                  batch_size=y.shape[-1])

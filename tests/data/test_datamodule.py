@@ -218,3 +218,26 @@ def test_state_dict_mismatch_is_an_error(dm):
     unnormalised = MBODataModule(normalize_x=False)
     with pytest.raises(ValueError, match="trained on other data"):
         unnormalised.load_state_dict(dm.state_dict())
+
+
+def test_bootstrap_weights_are_per_member_resample_counts():
+    """design-baselines' bootstrap: member m's weight of a row is how often it is drawn in n draws
+    with replacement from its n training rows; held-out rows weigh 0."""
+    dm = MBODataModule(max_samples=1000, bootstrap=True)
+    _attach(dm, members=3)
+    dm.setup("fit")
+    w = dm.bootstrap_weights()
+    n_train = dm.train_rows.shape[1]
+    assert w.shape == (3, 1000)
+    assert torch.all(w.sum(1) == n_train) and torch.all(w == w.round()) and w.min() >= 0
+    assert torch.all(w[:, dm.val_rows[0]] == 0)
+    assert not torch.equal(w[0], w[1])  # each member its own resample
+    assert torch.equal(w, dm.bootstrap_weights())  # seeded
+    # About 1/e of the rows are never drawn.
+    assert abs(float((w[:, dm.train_rows[0]] == 0).float().mean()) - math.exp(-1)) < 0.05
+    # Batches carry each row's weight and the global batch's total.
+    x, y, rows, bw, total = next(iter(dm.train_dataloader()))
+    assert bw.shape == y.shape == (3, rows) and torch.equal(total, bw.sum(1))
+    plain = MBODataModule(max_samples=1000)
+    _attach(plain, members=3)
+    assert len(next(iter(plain.train_dataloader()))) == 3

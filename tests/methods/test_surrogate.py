@@ -100,3 +100,15 @@ def test_method_summary_reports_each_replicates_own_members() -> None:
     model.constraint.update_lambda(torch.tensor([1.0, 2.0, 3.0, 4.0]))
     assert model.method_summary(1)["ignite"]["rho_grad_norm"] == pytest.approx([1.5, 2.0])
     assert model.method_summary(0)["ignite"]["rho_grad_norm"] == pytest.approx([0.5, 1.0])
+
+
+def test_bootstrap_weighted_member_loss_is_sum_w_loss_over_sum_w() -> None:
+    model = Surrogate(D, members=2, hidden=(8,), head="mse")
+    mean = torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]])
+    y = torch.tensor([[0.0, 0.0, 0.0], [1.0, 2.0, 3.0]])
+    w = torch.tensor([[2.0, 0.0, 1.0], [1.0, 1.0, 1.0]])
+    losses = model.member_losses(mean, None, y, rows=3, weights=(w, w.sum(1)))
+    torch.testing.assert_close(losses, torch.tensor([(2 * 1 + 1 * 9) / 3, (1 + 4 + 9) / 3]))
+    # One rank's share of a global batch: world * Σ_local w·loss / Σ_global w (world 1 here).
+    half = model.member_losses(mean[:, :2], None, y[:, :2], rows=3, weights=(w[:, :2], w.sum(1)))
+    torch.testing.assert_close(half, torch.tensor([2.0 / 3, 5.0 / 3]))
