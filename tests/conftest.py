@@ -107,3 +107,26 @@ def read_result(run_dir: Path) -> dict:
     data = json.loads((Path(run_dir) / "results.json").read_text())
     assert set(data) == {"rows", "provenance"} and len(data["rows"]) == 1, sorted(data)
     return {**data["rows"][0], "provenance": data["provenance"]}
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def quick_fit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., tuple[Path, dict]]:
+    """``quick_fit(config, *args)``: ``python -m lightning_mbo fit --config configs/<config>`` for one
+    epoch on 1000 TFBind8 rows, in-process; returns the run folder and its results row."""
+    import sys  # noqa: PLC0415
+
+    from lightning_mbo.cli import main  # noqa: PLC0415
+
+    monkeypatch.setattr(sys, "argv", ["lightning-mbo"])
+
+    def fit(config: str, *args: str) -> tuple[Path, dict]:
+        cli = main(["fit", "--config", str(REPO / "configs" / config), "--trainer.max_epochs", "1",
+                    "--data.max_samples", "1000", "--trainer.enable_progress_bar", "false",
+                    "--trainer.logger.init_args.save_dir", str(tmp_path), *args])
+        run = Path(cli.trainer.log_dir)
+        return run, read_result(run)
+
+    return fit

@@ -64,21 +64,9 @@ def test_blocks_and_bad_input() -> None:
             BOqEI(**bad)
 
 
-def test_cli_fit_with_bo_qei_on_tfbind8(tmp_path, monkeypatch) -> None:
-    import sys
-    from pathlib import Path
-
-    from lightning_mbo.cli import main
-    from tests.conftest import read_result
-
-    monkeypatch.setattr(sys, "argv", ["lightning-mbo"])
-    repo = Path(__file__).resolve().parents[2]
-    cli = main(["fit", "--config", str(repo / "configs/tfbind8/bo_qei.yaml"), "--trainer.max_epochs", "1",
-                "--data.max_samples", "1000", "--ascent.searcher.init_args.rounds", "2",
-                "--ascent.searcher.init_args.q", "4", "--ascent.searcher.init_args.initial", "200",
-                "--ascent.searcher.init_args.restarts", "2", "--ascent.searcher.init_args.raw_samples", "16",
-                "--ascent.searcher.init_args.maxiter", "20",
-                "--trainer.enable_progress_bar", "false", "--trainer.logger.init_args.save_dir", str(tmp_path)])
-    row = read_result(Path(cli.trainer.log_dir))
+def test_cli_fit_with_bo_qei_on_tfbind8(quick_fit) -> None:
+    small = {"rounds": 2, "q": 4, "initial": 200, "restarts": 2, "raw_samples": 16, "maxiter": 20}
+    _, row = quick_fit("tfbind8/bo_qei.yaml", *[a for k, v in small.items() for a in (f"--ascent.searcher.init_args.{k}",
+                                                                                       str(v))])
     assert row["method"] == "bo_qei/ens_mean" and row["ascent"]["searcher"] == "bo_qei"
     assert row["ascent"]["rounds"] == 2 and 0 <= row["score_100th"] <= 1

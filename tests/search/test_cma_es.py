@@ -73,40 +73,18 @@ def test_bad_settings(bad) -> None:
 
 
 # --- as a user runs it -------------------------------------------------------------------------
-def test_cli_fit_with_cma_es_on_tfbind8(tmp_path, monkeypatch) -> None:
-    import sys
-    from pathlib import Path
-
-    from lightning_mbo.cli import main
-    from tests.conftest import read_result
-
-    monkeypatch.setattr(sys, "argv", ["lightning-mbo"])
-    repo = Path(__file__).resolve().parents[2]
-    cli = main(["fit", "--config", str(repo / "configs/tfbind8/cma_es_ignite.yaml"), "--trainer.max_epochs", "1",
-                "--data.max_samples", "1000", "--ascent.searcher.init_args.iterations", "5",
-                "--trainer.enable_progress_bar", "false", "--trainer.logger.init_args.save_dir", str(tmp_path)])
-    row = read_result(Path(cli.trainer.log_dir))
+def test_cli_fit_with_cma_es_on_tfbind8(quick_fit) -> None:
+    _, row = quick_fit("tfbind8/cma_es_ignite.yaml", "--ascent.searcher.init_args.iterations", "5")
     assert row["method"] == "cma_es/ens_mean+ignite"
     assert row["ascent"] == {"searcher": "cma_es", "sigma": 0.5, "iterations": 5, "popsize": None}
     assert 0 <= row["score_100th"] <= 1 and len(row["ignite"]["lambda"]) == 5
 
 
-def test_cli_refuses_searcher_with_gradient_settings_or_a_step_hook(tmp_path, monkeypatch) -> None:
-    import sys
-    from pathlib import Path
-
-    from lightning_mbo.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["lightning-mbo"])
-    repo = Path(__file__).resolve().parents[2]
-    common = ["--trainer.max_epochs", "1", "--data.max_samples", "500", "--trainer.enable_progress_bar", "false",
-              "--trainer.logger.init_args.save_dir", str(tmp_path)]
+def test_cli_refuses_searcher_with_gradient_settings_or_a_step_hook(quick_fit) -> None:
     with pytest.raises(SettingsError, match="has its own budget"):
-        main(["fit", "--config", str(repo / "configs/tfbind8/cma_es.yaml"), "--ascent.steps", "10", *common])
+        quick_fit("tfbind8/cma_es.yaml", "--ascent.steps", "10")
     with pytest.raises(SettingsError, match="per-step hook"):
-        main(["fit", "--config", str(repo / "configs/tfbind8/tri_mentoring.yaml"), "--model.init_args.hidden",
-              "[8, 8]", "--ascent.searcher", "lightning_mbo.search.CMAES", "--ascent.searcher.init_args.iterations",
-              "2", *common])
-    with pytest.raises(SystemExit):  # not one of the searchers: a usage error
-        main(["fit", "--config", str(repo / "configs/tfbind8/cma_es.yaml"), "--ascent.searcher",
-              "torch.optim.SGD", *common])
+        quick_fit("tfbind8/tri_mentoring.yaml", "--model.init_args.hidden", "[8, 8]", "--ascent.searcher",
+                  "lightning_mbo.search.CMAES", "--ascent.searcher.init_args.iterations", "2")
+    with pytest.raises(SystemExit):  # not a Searcher: a usage error
+        quick_fit("tfbind8/cma_es.yaml", "--ascent.searcher", "torch.optim.SGD")

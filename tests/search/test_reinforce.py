@@ -3,6 +3,7 @@ problems with a known optimum."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -93,25 +94,11 @@ def test_bad_settings(bad) -> None:
         Reinforce(**bad)
 
 
-def test_cli_fit_with_reinforce_on_tfbind8(tmp_path, monkeypatch) -> None:
-    import sys
-    from pathlib import Path
-
-    from lightning_mbo.cli import main
-    from tests.conftest import read_result
-
-    monkeypatch.setattr(sys, "argv", ["lightning-mbo"])
-    repo = Path(__file__).resolve().parents[2]
-    cli = main(["fit", "--config", str(repo / "configs/tfbind8/reinforce.yaml"), "--trainer.max_epochs", "1",
-                "--data.max_samples", "1000", "--ascent.searcher.init_args.iterations", "5",
-                "--ascent.searcher.init_args.mode", "fixed", "--trainer.enable_progress_bar", "false",
-                "--trainer.logger.init_args.save_dir", str(tmp_path)])
-    run = Path(cli.trainer.log_dir)
-    row = read_result(run)
+def test_cli_fit_with_reinforce_on_tfbind8(quick_fit) -> None:
+    run, row = quick_fit("tfbind8/reinforce.yaml", "--ascent.searcher.init_args.iterations", "5",
+                         "--ascent.searcher.init_args.mode", "fixed")
     assert row["method"] == "reinforce/ens_mean"
     assert row["ascent"] == {"searcher": "reinforce", "iterations": 5, "batch": None, "lr": 0.01, "sigma": 0.1,
                              "mode": "fixed"}
-    import numpy as np
-
     designs = np.load(run / "designs.npy")
     assert designs.shape == (128, 8) and designs.min() >= 0 and designs.max() <= 3
