@@ -66,7 +66,7 @@ def test_blocks_and_bad_input() -> None:
 
 def test_cli_fit_with_bo_qei_on_tfbind8(quick_fit) -> None:
     small = {"rounds": 2, "q": 4, "initial": 200, "restarts": 2, "raw_samples": 16, "maxiter": 20}
-    _, row = quick_fit("tfbind8/bo_qei.yaml", *[a for k, v in small.items() for a in (f"--ascent.searcher.init_args.{k}",
-                                                                                       str(v))])
+    args = [a for k, v in small.items() for a in (f"--ascent.searcher.init_args.{k}", str(v))]
+    _, row = quick_fit("tfbind8/bo_qei.yaml", *args)
     assert row["method"] == "bo_qei/ens_mean" and row["ascent"]["searcher"] == "bo_qei"
     assert row["ascent"]["rounds"] == 2 and 0 <= row["score_100th"] <= 1
