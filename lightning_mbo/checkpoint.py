@@ -20,7 +20,8 @@ __all__ = ["CheckpointError", "TRAINING_SETTINGS", "check_matches", "load_checkp
 
 #: The model settings that make a checkpoint what it is (its network and how it was trained).
 #: Search-time settings (Ens-Min's aggregate, Tri-mentoring's mentoring options) may differ.
-TRAINING_SETTINGS = ("input_dim", "members", "hidden", "activation", "head", "replicates", "ignite", "select_best")
+TRAINING_SETTINGS = ("input_dim", "members", "hidden", "activation", "head", "replicates", "ignite", "select_best",
+                     "embedding")
 
 
 class CheckpointError(ValueError):

@@ -88,6 +88,33 @@ class StackedLinear(nn.Module):
         return torch.baddbmm(self.bias, x, self.weight)
 
 
+class StackedEmbedding(nn.Module):
+    """``M`` independent embedding tables for the classes of a discrete design, flattened.
+
+    Keras' ``Embedding`` as design-baselines' REINFORCE and CbAS members use it (its default
+    init: uniform in ``[-0.05, 0.05]``).
+
+    Args:
+        members: number of stacked members ``M``.
+        num_classes: alphabet size ``C``.
+        width: embedding width ``E``.
+    """
+
+    def __init__(self, members: int, num_classes: int, width: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(members, num_classes, width).uniform_(-0.05, 0.05))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Map class ids ``(M, B, L)`` (integers, possibly stored as floats) to ``(M, B, L * E)``."""
+        ids = x.round().long() if x.dtype.is_floating_point else x.long()
+        m, b, length = ids.shape
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.weight.shape[1]):
+            raise ValueError(f"class ids must lie in [0, {self.weight.shape[1]}), got [{int(ids.min())}, "
+                             f"{int(ids.max())}]")
+        rows = torch.gather(self.weight, 1, ids.reshape(m, b * length, 1).expand(-1, -1, self.weight.shape[2]))
+        return rows.reshape(m, b, length * self.weight.shape[2])
+
+
 class StackedMLP(nn.Module):
     """An ensemble of ``M`` MLPs ``in -> hidden[0] -> ... -> out`` with stacked weights.
 
@@ -98,6 +125,8 @@ class StackedMLP(nn.Module):
         out_features: output size per member.
         activation: hidden activation.
         init: weight initialisation, see :class:`StackedLinear`.
+        embedding: ``(C, E)``: the inputs are ``D`` class ids, each embedded in ``E`` dimensions
+            (:class:`StackedEmbedding`) before the first layer; ``None``: continuous features.
     """
 
     def __init__(
@@ -108,11 +137,13 @@ class StackedMLP(nn.Module):
         out_features: int = 1,
         activation: Activation = "relu",
         init: Init = "torch",
+        embedding: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         if members < 1:
             raise ValueError(f"members must be >= 1, got {members}")
-        sizes = [in_features, *hidden, out_features]
+        self.embed = StackedEmbedding(members, *embedding) if embedding is not None else None
+        sizes = [in_features * (embedding[1] if embedding is not None else 1), *hidden, out_features]
         self.members = members
         self.in_features = in_features
         self.activation = activation
@@ -138,6 +169,8 @@ class StackedMLP(nn.Module):
                 f"expected inputs of shape (B, {self.in_features}) or ({self.members}, B, {self.in_features}), "
                 f"got {tuple(x.shape)}"
             )
+        if self.embed is not None:
+            x = self.embed(x)
         for i, layer in enumerate(self.layers):
             x = layer(x)
             if i < len(self.layers) - 1:

@@ -126,6 +126,8 @@ def test_config_instantiates_with_linked_input_dim(path, tmp_path, monkeypatch, 
         write_shards(data, [distinct_designs(20000, seed=1)], [np.linspace(-1, 1, 20000, dtype=np.float32)[:, None]])
         extra, input_dim = ["--data.data_dir", str(data)], 30
     monkeypatch.chdir(tmp_path)
+    if cfg["data"].get("encoding") == "integers":  # the class ids themselves, not their logits
+        input_dim //= 3
     cli = main(["--config", str(path), "--trainer.logger.init_args.save_dir", str(tmp_path), *extra], run=False)
     assert isinstance(cli.datamodule, MBODataModule)
     assert cli.model.hparams.input_dim == cli.datamodule.input_dim == input_dim

@@ -169,6 +169,10 @@ class DesignAscent(Callback):
         mine = torch.arange(total, device=x0.device).tensor_split(world)[rank]
         was_training = pl_module.training
         pl_module.eval()
+        if self.searcher is None and data.integers:
+            raise SettingsError("gradient ascent needs continuous features, not class integers (--data.encoding "
+                                "integers): set a searcher that proposes sequences (--ascent.searcher "
+                                "lightning_mbo.search.Reinforce) or use --data.encoding logits")
         objective = pl_module.search_objective(x0[mine], data, mine, total)
         if self.searcher is None:
             result = gradient_ascent(x0[mine], objective.score, settings.steps, settings.lr, settings.optimizer,

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from lightning_mbo.search.contract import SearchData
 from lightning_mbo.tasks.encoding import zscore_stats
-from lightning_mbo.tasks.task import Subsample, Task
+from lightning_mbo.tasks.task import Encoding, Subsample, Task
 from lightning_mbo.validation import SettingsError, check_range
 
 
@@ -108,7 +108,7 @@ class MBODataModule(pl.LightningDataModule):
         val_size: rows held out for validation: a count (>= 1) or a fraction (< 1).
         max_samples: visible rows to keep (None: the task's default; 0: all).
         subsample: how max_samples rows are chosen: ``random`` (seeded) or ``stride`` (over y-sorted rows).
-        normalize_x: z-score the (encoded) designs.
+        normalize_x: z-score the (encoded) designs (not with ``encoding: integers``).
         normalize_y: z-score the scores.
         seed: seed of splits, subsampling and data order (``null``: the run's ``seed_everything``
             on the command line, 0 elsewhere).
@@ -116,6 +116,9 @@ class MBODataModule(pl.LightningDataModule):
             design-baselines' ensembles (Trabucco et al., ICML 2022): a row's weight in the member's
             loss is how often it is drawn in ``n`` draws with replacement (``n`` training rows), and
             the member's batch loss is ``Σ w · loss / Σ w``.
+        encoding: discrete designs as design-bench ``logits`` (default) or as class ``integers``
+            (for members that embed the sequence, e.g. ``model.init_args.embedding``; searched by a
+            searcher that proposes sequences, e.g. REINFORCE).
         drop_last: drop the last incomplete training batch.
     """
 
@@ -132,6 +135,7 @@ class MBODataModule(pl.LightningDataModule):
         seed: int | None = None,
         drop_last: bool = False,
         bootstrap: bool = False,
+        encoding: Encoding = "logits",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -140,7 +144,11 @@ class MBODataModule(pl.LightningDataModule):
         if max_samples is not None:
             check_range("max_samples (--data.max_samples)", max_samples, 0, hint="0 keeps every visible row")
         self.seed = 0 if seed is None else int(seed)
-        self.task = Task(task, data_dir=data_dir, max_samples=max_samples, subsample=subsample, seed=self.seed)
+        if encoding == "integers" and normalize_x:
+            raise SettingsError("class integers are not z-scored: set --data.normalize_x false with --data.encoding "
+                                "integers")
+        self.task = Task(task, data_dir=data_dir, max_samples=max_samples, subsample=subsample, seed=self.seed,
+                         encoding=encoding)
         features = self.task.encode(self.task.x)
         if normalize_x:
             mean, std = zscore_stats(features)
@@ -231,6 +239,7 @@ class MBODataModule(pl.LightningDataModule):
         if not self.task.is_discrete:
             return SearchData(x=self.x, y=self.y, discrete=False)
         return SearchData(x=self.x, y=self.y, discrete=True, num_classes=self.task.spec.num_classes,
+                          integers=self.task.encoding == "integers",
                           encode=lambda designs: self.normalize_x(self.task.encode(designs)),
                           decode=lambda z: torch.as_tensor(self.decode(z)))
 

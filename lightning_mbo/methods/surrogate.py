@@ -55,6 +55,9 @@ class Surrogate(pl.LightningModule):
         replicates: independent runs stacked in this one module (seeds as a batch dimension):
             ``replicates * members`` networks, each replicate its own initialisation and data
             order, its own ascent and its own results row. 1 is one ordinary run.
+        embedding: ``[C, E]``: the members embed each of a discrete design's classes in ``E``
+            dimensions before their first layer, as design-baselines' REINFORCE members
+            (``[4, 256]``); needs ``--data.encoding integers``. ``null``: continuous features.
     """
 
     #: Each member draws its own train/validation split (handed to the datamodule's ``connect``).
@@ -75,6 +78,7 @@ class Surrogate(pl.LightningModule):
         ignite: Ignite | None = None,
         select_best: bool = False,
         replicates: int = 1,
+        embedding: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         # Lightning collects the arguments of every __init__ in the call stack, so a subclass's
@@ -95,7 +99,10 @@ class Surrogate(pl.LightningModule):
         members = members * replicates  # every network of every replicate, stacked
         check_choice("head", head, Head)
         check_choice("aggregate", aggregate, Aggregate)
-        self.net = StackedMLP(members, input_dim, tuple(hidden), 2 if head == "gaussian" else 1, activation, init)
+        if embedding is not None and (len(embedding) != 2 or min(embedding) < 1):
+            raise SettingsError(f"embedding (--model.init_args.embedding) is [num_classes, width], got {embedding}")
+        self.net = StackedMLP(members, input_dim, tuple(hidden), 2 if head == "gaussian" else 1, activation, init,
+                              embedding)
         if head == "gaussian":
             # design-baselines' soft bounds on the log-std, trainable, one pair per member.
             self.max_logstd = nn.Parameter(torch.full((members, 1), math.log(0.2)))

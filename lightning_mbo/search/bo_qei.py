@@ -32,7 +32,7 @@ from torch import Tensor
 from lightning_mbo.search.blocks import block_scorer, blocks
 from lightning_mbo.search.contract import SearchData, Searcher
 from lightning_mbo.search.gradient import AscentResult
-from lightning_mbo.validation import check_range
+from lightning_mbo.validation import SettingsError, check_range
 
 
 class BOqEI(Searcher):
@@ -86,6 +86,8 @@ class BOqEI(Searcher):
             the best stored value of each block's GP training set before the first and after every
             round (repeated over the block's rows).
         """
+        if data.integers:
+            raise SettingsError("bo_qei searches continuous features, not class integers: use --data.encoding logits")
         starts = blocks(x0.shape[0], num_candidates, "bo_qei")
         if self.initial < num_candidates:
             raise ValueError(f"bo_qei hands back the top {num_candidates} of its points: initial must be at least "

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from lightning_mbo.search.contract import SearchData, Searcher
 from lightning_mbo.search.gradient import AscentResult
-from lightning_mbo.validation import check_range
+from lightning_mbo.validation import SettingsError, check_range
 
 
 def _randn(seed: int, candidate: int) -> Callable[..., np.ndarray]:
@@ -73,6 +73,8 @@ class CMAES(Searcher):
             The best point each strategy saw, and ``(iterations + 1, C)`` the best predicted
             score so far before the first and after every iteration.
         """
+        if data is not None and data.integers:
+            raise SettingsError("cma_es searches continuous features, not class integers: use --data.encoding logits")
         import cma  # noqa: PLC0415  (an extra: pip install "lightning_mbo[search]")
 
         c, d = x0.shape

@@ -65,6 +65,8 @@ class SearchData:
         y: ``(N,)`` their normalised scores.
         discrete: whether the task's designs are discrete (trained on as logits).
         num_classes: alphabet size of a discrete task (``None`` for continuous ones).
+        integers: the features are class integers (not continuous): only searchers that propose
+            sequences apply.
         encode: integer designs ``(n, L)`` -> normalised features ``(n, D)`` (discrete tasks), for
             searchers that propose sequences (REINFORCE).
         decode: normalised features ``(n, D)`` -> integer designs ``(n, L)`` (discrete tasks).
@@ -74,6 +76,7 @@ class SearchData:
     y: Tensor
     discrete: bool
     num_classes: int | None = None
+    integers: bool = False
     encode: Callable[[Tensor], Tensor] | None = None
     decode: Callable[[Tensor], Tensor] | None = None
 

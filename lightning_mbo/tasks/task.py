@@ -14,8 +14,12 @@ from lightning_mbo.tasks.io import BadDataError, check_finite, read_task_data
 from lightning_mbo.tasks.oracles import DesignBenchOracle, ExactOracle, Oracle
 from lightning_mbo.tasks.registry import TaskSpec, get_spec
 from lightning_mbo.tasks.synthetic import SYNTHETIC
+from lightning_mbo.validation import SettingsError, check_choice
 
 Subsample = Literal["random", "stride"]
+#: How a discrete design reaches the surrogate: design-bench's ``logits`` (default) or its class
+#: ``integers`` (for members that embed the sequence, as design-baselines' REINFORCE and CbAS).
+Encoding = Literal["logits", "integers"]
 
 
 def visible_indices(y: np.ndarray, min_percentile: float, max_percentile: float) -> np.ndarray:
@@ -59,6 +63,7 @@ class Task:
             ``0``: all visible rows).
         subsample: how ``max_samples`` rows are chosen: ``random`` or ``stride``.
         seed: seed of the ``random`` subsample.
+        encoding: how discrete designs are encoded for the surrogate: ``logits`` or ``integers``.
 
     Attributes:
         source: where the data came from: ``origin`` (``"data_dir argument"``,
@@ -74,9 +79,14 @@ class Task:
         max_samples: int | None = None,
         subsample: Subsample = "random",
         seed: int = 0,
+        encoding: Encoding = "logits",
     ) -> None:
         self.spec: TaskSpec = get_spec(name)
         spec = self.spec
+        check_choice("encoding (--data.encoding)", encoding, Encoding)
+        if encoding == "integers" and not spec.discrete:
+            raise SettingsError(f"{spec.name} is continuous: --data.encoding integers is for discrete tasks")
+        self.encoding = encoding
         if spec.oracle == "closed_form":
             data_fn, self._closed_form = SYNTHETIC[spec.name]
             x_all, y_all = data_fn()
@@ -121,8 +131,8 @@ class Task:
 
     @property
     def encoded_shape(self) -> tuple[int, ...]:
-        """Shape of one design as the surrogate sees it (logits for discrete tasks)."""
-        if self.is_discrete:
+        """Shape of one design as the surrogate sees it (logits, or class integers, for discrete tasks)."""
+        if self.is_discrete and self.encoding == "logits":
             return (*self.design_shape, self.num_classes - 1)
         return self.design_shape
 
@@ -137,12 +147,17 @@ class Task:
         if tuple(x.shape[1:]) != self.design_shape:
             raise ValueError(f"{self.name} designs have shape (n, {', '.join(map(str, self.design_shape))}), "
                              f"got {tuple(x.shape)}")
+        if self.is_discrete and self.encoding == "integers":
+            to_logits(x[:1], self.num_classes)  # the same type and range checks
+            return x.reshape(len(x), -1).float()
         z = to_logits(x, self.num_classes) if self.is_discrete else x.float()
         return z.reshape(len(z), -1)
 
     def decode(self, z: Tensor) -> np.ndarray:
         """Flat features ``(n, input_dim)`` -> raw designs (integers for discrete tasks)."""
         z = z.detach().cpu().reshape(len(z), *self.encoded_shape)
+        if self.is_discrete and self.encoding == "integers":
+            return z.round().clamp(0, self.num_classes - 1).numpy().astype(self.x_all.dtype)
         if self.is_discrete:
             return from_logits(z).numpy().astype(self.x_all.dtype)
         return z.numpy().astype(self.x_all.dtype)

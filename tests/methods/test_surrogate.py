@@ -112,3 +112,18 @@ def test_bootstrap_weighted_member_loss_is_sum_w_loss_over_sum_w() -> None:
     # One rank's share of a global batch: world * Σ_local w·loss / Σ_global w (world 1 here).
     half = model.member_losses(mean[:, :2], None, y[:, :2], rows=3, weights=(w[:, :2], w.sum(1)))
     torch.testing.assert_close(half, torch.tensor([2.0 / 3, 5.0 / 3]))
+
+
+def test_embedding_members_look_up_each_class() -> None:
+    """``embedding=[C, E]``: member m maps a sequence to the concatenation of its table's rows."""
+    model = Surrogate(3, members=2, hidden=(4,), embedding=[4, 5])
+    table = model.net.embed.weight  # (2, 4, 5)
+    x = torch.tensor([[0.0, 3.0, 1.0], [2.0, 2.0, 0.0]])
+    out = model.net.embed(x.unsqueeze(0).expand(2, -1, -1))
+    assert out.shape == (2, 2, 15)
+    for m in range(2):
+        torch.testing.assert_close(out[m, 0], torch.cat([table[m, 0], table[m, 3], table[m, 1]]))
+    mean, _ = model(x)
+    assert mean.shape == (2, 2)
+    with pytest.raises(ValueError, match="class ids"):
+        model(torch.tensor([[0.0, 4.0, 1.0]]))

@@ -102,3 +102,18 @@ def test_cli_fit_with_reinforce_on_tfbind8(quick_fit) -> None:
                              "mode": "fixed"}
     designs = np.load(run / "designs.npy")
     assert designs.shape == (128, 8) and designs.min() >= 0 and designs.max() <= 3
+
+
+def test_integer_designs_reach_embedding_members_and_only_sequence_searchers(quick_fit) -> None:
+    """``data.encoding: integers`` + ``model.embedding``: REINFORCE's released members embed the
+    sequence; gradient ascent and CMA-ES refuse class integers."""
+    run, row = quick_fit("tfbind8/reinforce.yaml", "--ascent.searcher.init_args.iterations", "3")
+    assert row["method"] == "reinforce/ens_mean"
+    assert np.load(run / "designs.npy").shape == (128, 8)
+    with pytest.raises(SettingsError, match="gradient ascent needs continuous features"):
+        quick_fit("tfbind8/reinforce.yaml", "--ascent.searcher", "null")
+    with pytest.raises(SettingsError, match="cma_es searches continuous features"):
+        quick_fit("tfbind8/reinforce.yaml", "--ascent.searcher", "lightning_mbo.search.CMAES",
+                  "--ascent.searcher.init_args.iterations", "2")
+    with pytest.raises(SettingsError, match="normalize_x false"):
+        quick_fit("tfbind8/reinforce.yaml", "--data.normalize_x", "true")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -78,3 +79,17 @@ def test_zscore_stats_replaces_zero_std_by_one():
     assert mean.dtype == std.dtype == torch.float32
     m, s = zscore_stats(torch.tensor([2.0, 4.0, 6.0], dtype=torch.float64))  # scores: one column, scalar stats
     assert m.shape == () and float(m) == 4.0 and float(s) == pytest.approx((8 / 3) ** 0.5)
+
+
+def test_integer_encoding_round_trips_and_keeps_the_sequence():
+    from lightning_mbo.tasks import Task
+
+    task = Task("TFBind8-Exact-v0", encoding="integers")
+    assert task.input_dim == 8 and task.encoded_shape == (8,)
+    designs = task.x[:5]
+    features = task.encode(designs)
+    assert features.dtype == torch.float32 and torch.equal(features, torch.as_tensor(designs).float())
+    np.testing.assert_array_equal(task.decode(features + 0.3), designs)  # rounds
+    assert Task("TFBind8-Exact-v0").input_dim == 24
+    with pytest.raises(ValueError, match="encoding"):
+        Task("TFBind8-Exact-v0", encoding="onehot")
