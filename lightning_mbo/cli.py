@@ -138,11 +138,6 @@ class MBOCLI(LightningCLI):
         hyper-parameters, so ``--model.*`` and a method's config would be ignored silently. The
         checkpoint is checked against the config instead (:func:`lightning_mbo.checkpoint.check_matches`)."""
 
-    def _check_checkpoint(self) -> str | None:
-        ckpt = self.config[self.subcommand].get("ckpt_path")
-        if ckpt:
-            check_matches(load_checkpoint(ckpt), self.model, self.datamodule.hparams.task, ckpt)
-        return str(Path(ckpt).resolve()) if ckpt else None
 
     def _connect_search(self, checkpoint: str | None = None) -> None:
         files = (self.config[self.subcommand] if self.subcommand else self.config).get("config") or []
@@ -151,11 +146,15 @@ class MBOCLI(LightningCLI):
                 callback.connect(config_files=[str(Path(str(f)).resolve()) for f in files], checkpoint=checkpoint)
 
     def before_fit(self) -> None:
-        self._check_checkpoint()  # a resumed run must be the config's
+        ckpt = self.config[self.subcommand].get("ckpt_path")
+        if ckpt:  # a resumed run must be the config's (Lightning then loads it for the resume)
+            check_matches(load_checkpoint(ckpt), self.model, self.datamodule.hparams.task, ckpt)
         self._connect_search()
 
     def before_ascend(self) -> None:
-        self._connect_search(self._check_checkpoint())
+        # MBOTrainer.ascend loads and checks the checkpoint once; here only its path is recorded.
+        ckpt = self.config[self.subcommand].get("ckpt_path")
+        self._connect_search(str(Path(ckpt).resolve()) if ckpt else None)
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:

@@ -14,7 +14,14 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import TensorBoardLogger
 
-from lightning_mbo.callbacks.tensorboard import LEGEND, curated_hparams, log_run, scatter, write_layout
+from lightning_mbo.callbacks.tensorboard import (
+    LEGEND,
+    curated_hparams,
+    log_run,
+    results_markdown,
+    scatter,
+    write_layout,
+)
 from lightning_mbo.functional.metrics import score_percentiles
 from lightning_mbo.results import provenance, save_json, save_npy
 from lightning_mbo.search import (
@@ -158,7 +165,12 @@ class DesignAscent(Callback):
             raise TypeError(f"{type(pl_module).__name__} does not offer design search: implement "
                             "lightning_mbo.search.Searchable (search_defaults, search_objective, ...)")
         data = datamodule.search_data()
+        if self.searcher is None and data.integers:
+            raise SettingsError("gradient ascent needs continuous features, not class integers (--data.encoding "
+                                "integers): set a searcher that proposes sequences (--ascent.searcher "
+                                "lightning_mbo.search.Reinforce) or use --data.encoding logits")
         settings = self.settings(pl_module, data)
+        seed = _seed(trainer, datamodule)
         # Seeds as a batch dimension: every replicate ascends its own copy of the starting designs.
         reps = pl_module.replicates
         total = reps * self.num_candidates
@@ -169,16 +181,12 @@ class DesignAscent(Callback):
         mine = torch.arange(total, device=x0.device).tensor_split(world)[rank]
         was_training = pl_module.training
         pl_module.eval()
-        if self.searcher is None and data.integers:
-            raise SettingsError("gradient ascent needs continuous features, not class integers (--data.encoding "
-                                "integers): set a searcher that proposes sequences (--ascent.searcher "
-                                "lightning_mbo.search.Reinforce) or use --data.encoding logits")
         objective = pl_module.search_objective(x0[mine], data, mine, total)
         if self.searcher is None:
             result = gradient_ascent(x0[mine], objective.score, settings.steps, settings.lr, settings.optimizer,
                                      objective.before_step)
         else:
-            result = self._search(x0[mine], objective, data, mine, _seed(trainer, datamodule) or 0)
+            result = self._search(x0[mine], objective, data, mine, seed or 0)
         pl_module.train(was_training)
         x, traj = result.x, result.trajectory
         if world > 1:
@@ -194,7 +202,7 @@ class DesignAscent(Callback):
         scores = datamodule.score(designs)
         normalized = datamodule.normalize_score(scores)
         pred = datamodule.denormalize_y(traj.float().cpu())  # (steps + 1, total), raw score units
-        task, seed = datamodule.task, _seed(trainer, datamodule)
+        task = datamodule.task
         # The unmodified starting designs, scored by the oracle: what search must beat.
         start = score_percentiles(datamodule.normalize_score(datamodule.score(task.top_k(self.num_candidates)[0])))
         rows = []
@@ -256,7 +264,7 @@ class DesignAscent(Callback):
             hparams = curated_hparams(dict(pl_module.hparams), rows[0], trainer.max_epochs,
                                       dict(datamodule.hparams))
             config = out / "config.yaml"
-            texts = {"run/results": _results_markdown(rows), "run/legend": LEGEND}
+            texts = {"run/results": results_markdown(rows), "run/legend": LEGEND}
             if config.exists():
                 texts["run/config"] = "```yaml\n" + config.read_text() + "\n```"
             log_run(logger, step, hparams, final, texts)
@@ -274,17 +282,6 @@ class DesignAscent(Callback):
                 for t, v in enumerate(values):
                     exp.add_scalar(f"design/{name}", v, t)
             logger.save()
-
-
-def _results_markdown(rows: list[dict[str, Any]]) -> str:
-    """The run's rows as a Markdown table (one line per replicate)."""
-    lines = ["| replicate | 100th | 80th | 50th | starting designs 100th | D(best) | search |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
-    for r in rows:
-        best = "-" if r["best_visible"] is None else f"{r['best_visible']:.3f}"
-        lines.append(f"| {r['replicate']} | {r['score_100th']:.3f} | {r['score_80th']:.3f} | {r['score_50th']:.3f} "
-                     f"| {r['start_score_100th']:.3f} | {best} | {r['ascent']} |")
-    return "\n".join(lines)
 
 
 def _seed(trainer: pl.Trainer, datamodule) -> int | None:

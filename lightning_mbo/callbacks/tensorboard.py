@@ -22,7 +22,7 @@ from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 from lightning_mbo.functional.metrics import spearman
 
-__all__ = ["LAYOUT", "LEGEND", "log_run", "scatter", "write_layout"]
+__all__ = ["LAYOUT", "LEGEND", "curated_hparams", "log_run", "results_markdown", "scatter", "write_layout"]
 
 #: The Custom Scalars page: what a researcher compares first, mean and members on one chart.
 LAYOUT: dict[str, dict[str, list[Any]]] = {
@@ -129,3 +129,14 @@ def scatter(predicted: np.ndarray, oracle: np.ndarray, best_visible: float | Non
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     return fig
+
+
+def results_markdown(rows: list[dict[str, Any]]) -> str:
+    """The run's rows as a Markdown table (one line per replicate)."""
+    lines = ["| replicate | 100th | 80th | 50th | starting designs 100th | D(best) | search |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        best = "-" if r["best_visible"] is None else f"{r['best_visible']:.3f}"
+        lines.append(f"| {r['replicate']} | {r['score_100th']:.3f} | {r['score_80th']:.3f} | {r['score_50th']:.3f} "
+                     f"| {r['start_score_100th']:.3f} | {best} | {r['ascent']} |")
+    return "\n".join(lines)
