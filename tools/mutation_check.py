@@ -123,9 +123,9 @@ MUTANTS: tuple[Mutant, ...] = (
              "estimate = torch._foreach_sub(grads, shifted)"),
     ), ("tests/functional/test_gradnorm.py",)),
     Mutant("lambda_descends", "IGNITE's λ step descends instead of ascending", (
-        Edit("lightning_mbo/functional/gradnorm.py", "new = lmbda.detach() + lr * violation",
+        Edit("lightning_mbo/functional/dual.py", "new = lmbda.detach() + lr * violation",
              "new = lmbda.detach() - lr * violation"),
-    ), ("tests/functional/test_gradnorm.py",)),
+    ), ("tests/functional/test_dual.py",)),
 )
 
 

@@ -41,7 +41,6 @@ from torch import Tensor
 __all__ = [
     "constraint_violation",
     "norm_penalty_term",
-    "dual_update",
     "grad_h",
     "member_norms",
     "member_views",
@@ -249,23 +248,3 @@ def constraint_violation(norms: Tensor, rho: float, eps: float) -> Tensor:
         ``(M,)`` violations.
     """
     return rho * norms - eps
-
-
-def dual_update(lmbda: Tensor, violation: Tensor, lr: float, clamp: bool = False) -> Tensor:
-    """BDMM gradient ascent on the multiplier: ``λ <- λ + η_λ·(ρ·||∇h|| − ε)``.
-
-    The released IGNITE code never clamps, so ``λ`` may become negative (it then pulls
-    ``ρ·||∇h||`` up towards ``ε``); ``clamp=True`` projects onto ``λ >= 0`` as in the
-    paper's intent.
-
-    Args:
-        lmbda: current multipliers, ``(M,)`` (or a scalar).
-        violation: ``(M,)`` output of :func:`constraint_violation`, measured before the ω step.
-        lr: dual step size ``η_λ`` (the released code: 1e-3).
-        clamp: clamp the result at 0.
-
-    Returns:
-        New multipliers (a new detached tensor; ``lmbda`` is not modified).
-    """
-    new = lmbda.detach() + lr * violation.detach().to(lmbda.dtype)
-    return new.clamp_min(0.0) if clamp else new

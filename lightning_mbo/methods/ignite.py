@@ -15,10 +15,10 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from lightning_mbo.functional.dual import dual_update
 from lightning_mbo.functional.gradnorm import (
     Reduce,
     constraint_violation,
-    dual_update,
     grad_h,
     member_views,
     norm_gradient_finite_difference,

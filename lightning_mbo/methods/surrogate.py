@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import pytorch_lightning as pl
 import torch
@@ -27,6 +27,22 @@ from lightning_mbo.validation import SettingsError, check_choice, check_range
 Head = Literal["gaussian", "mse"]
 Aggregate = Literal["mean", "min"]
 LrSchedule = Literal["constant", "cosine"]
+
+
+class StepLosses(NamedTuple):
+    """One training step's objective (:meth:`Surrogate.training_losses`).
+
+    Attributes:
+        backward: ``(M,)`` per-network terms whose sum is backpropagated.
+        mean: ``(M, b)`` the predicted means of the forward that produced them (IGNITE's ``h`` is
+            their batch mean).
+        logs: ``(M,)`` per-network values to log as ``train/*`` (their mean, and per network under
+            ``members/``).
+    """
+
+    backward: Tensor
+    mean: Tensor
+    logs: dict[str, Tensor]
 
 
 class Surrogate(pl.LightningModule):
@@ -192,20 +208,40 @@ class Surrogate(pl.LightningModule):
             )
         return x, y, (int(rest[0]) if rest else None), (tuple(rest[1:3]) if len(rest) == 3 else None)
 
-    def training_step(self, batch: tuple[Tensor, Tensor] | tuple[Tensor, Tensor, int], batch_idx: int) -> None:
-        x, y, rows, weights = self._unpack(batch)
-        opt = self.optimizers()
-        opt.zero_grad()
+    def training_losses(self, x: Tensor, y: Tensor, rows: int | None,
+                        weights: tuple[Tensor, Tensor] | None) -> StepLosses:
+        """What one training step backpropagates and logs (a method changes its objective here).
+
+        Args:
+            x: ``(M, b, D)`` the batch.
+            y: ``(M, b)`` its scores.
+            rows: global batch rows (DDP), see :meth:`member_losses`.
+            weights: bootstrap weights, see :meth:`member_losses`.
+        """
         mean, logstd = self(x)
         losses = self.member_losses(mean, logstd, y, rows, weights)
+        return StepLosses(losses, mean, {"train/loss": losses})
+
+    def constrained_parameters(self) -> list[Tensor]:
+        """The weights IGNITE's ``||∇_ω h||`` is taken over: every trainable parameter of the networks."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def training_step(self, batch: tuple[Tensor, Tensor] | tuple[Tensor, Tensor, int], batch_idx: int) -> None:
+        x, y, rows, weights = self._unpack(batch)
+        opts = self.optimizers()
+        opts = opts if isinstance(opts, list) else [opts]  # a method may add its own (COMs' α)
+        for opt in opts:
+            opt.zero_grad()
+        losses, mean, values = self.training_losses(x, y, rows, weights)
         # Log only on the steps the logger writes: Lightning's per-call bookkeeping costs more than
         # a small step, and step values logged between writes are never seen.
         writes = self._writes_logs()
-        logs = self._member_logs("train/loss", losses.detach()) if writes else {}
+        logs = {k: v for key, value in values.items() for k, v in self._member_logs(key, value.detach()).items()} \
+            if writes else {}
         if self.constraint is None:
             self.manual_backward(losses.sum())
         else:
-            params = [p for p in self.parameters() if p.requires_grad]
+            params = self.constrained_parameters()
             # h(ω): each member's mean predicted score over the batch (IGNITE's sharpness proxy).
             norms = self.constraint.backward(
                 losses.sum(), self._batch_mean(mean, rows), lambda: self._batch_mean(self(x)[0], rows), params,
@@ -217,7 +253,8 @@ class Surrogate(pl.LightningModule):
             if writes:
                 logs.update(self._member_logs("train/lambda", self.constraint.lmbda.clone(), mean=False))
                 logs.update({"train/grad_norm": norms.mean(), "train/violation": violation.mean()})
-        opt.step()
+        for opt in opts:
+            opt.step()
         if writes:
             self.log_dict(logs, batch_size=y.shape[-1])
 

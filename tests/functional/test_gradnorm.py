@@ -17,7 +17,6 @@ from torch.func import functional_call
 from lightning_mbo.functional.gradnorm import (
     Reduce,
     constraint_violation,
-    dual_update,
     grad_h,
     member_norms,
     norm_gradient_finite_difference,
@@ -355,16 +354,6 @@ def test_zero_norm_member_is_not_shifted():
 def test_constraint_violation():
     v = constraint_violation(torch.tensor([1.0, 2.0, 4.0]), rho=0.05, eps=0.1)
     assert torch.allclose(v, torch.tensor([-0.05, 0.0, 0.1]))
-
-
-def test_dual_update_moves_lambda_with_the_violation():
-    lmbda = torch.tensor([0.5, 0.5, 0.0, 0.02])
-    violation = torch.tensor([1.0, -1.0, -1.0, -1.0])
-    new = dual_update(lmbda, violation, lr=0.1)
-    assert torch.allclose(new, torch.tensor([0.6, 0.4, -0.1, -0.08]))  # unclamped (released code)
-    clamped = dual_update(lmbda, violation, lr=0.1, clamp=True)
-    assert torch.allclose(clamped, torch.tensor([0.6, 0.4, 0.0, 0.0]))
-    assert torch.equal(lmbda, torch.tensor([0.5, 0.5, 0.0, 0.02]))  # input not modified
 
 
 def penalty_gradients(h_fn, params, lmbda, rho, mode, r=0.05):
