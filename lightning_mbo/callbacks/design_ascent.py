@@ -144,7 +144,7 @@ class DesignAscent(Callback):
                                 "Tri-mentoring's mentoring, defined for gradient ascent): drop --ascent.searcher or "
                                 "set the method's mentoring off")
         data = dataclasses.replace(data, x=data.x.to(x0.device), y=data.y.to(x0.device))
-        return self.searcher.search(x0, objective.score, data, ids, self.num_candidates, seed)
+        return self.searcher.search(x0, objective, data, ids, self.num_candidates, seed)
 
     def _record(self, settings: SearchSettings) -> dict[str, Any]:
         """The search that ran, as results.json records it."""

@@ -333,7 +333,8 @@ class Surrogate(pl.LightningModule):
         return agg.gather(0, replicate.view(1, -1)).squeeze(0)
 
     def search_objective(self, x0: Tensor, data: SearchData, candidate_ids: Tensor, num_total: int) -> SearchObjective:
-        """The aggregated prediction of each candidate's replicate (no per-step hook).
+        """The aggregated prediction of each candidate's replicate (no per-step hook), and with the
+        Gaussian head the members' predictive distribution.
 
         Args:
             x0: ``(C, D)`` this process's starting designs (normalised features).
@@ -342,7 +343,17 @@ class Surrogate(pl.LightningModule):
             num_total: number of candidates over all processes.
         """
         replicate = self.replicate_of(candidate_ids, num_total)
-        return SearchObjective(lambda x: self.predict_designs(x, replicate))
+        predictive = (lambda x: self.predictive(x, replicate)) if self.head == "gaussian" else None
+        return SearchObjective(lambda x: self.predict_designs(x, replicate), predictive=predictive)
+
+    def predictive(self, x: Tensor, replicate: Tensor) -> Tensor:
+        """``(2, K, N)``: the means and standard deviations of the ``K = members`` Gaussian members
+        of each design's replicate (``replicate`` ``(N,)``), for designs ``x`` ``(N, D)``."""
+        mean, logstd = self(x)
+        k = self.hparams.members
+        both = torch.stack([mean, logstd.exp()]).view(2, self.replicates, k, -1)  # (2, R, K, N)
+        index = replicate.view(1, 1, 1, -1).expand(2, 1, k, -1)
+        return both.gather(1, index).squeeze(1)
 
     def replicate_of(self, candidate_ids: Tensor, num_total: int) -> Tensor:
         """Replicate of each candidate: candidates come in ``replicates`` blocks of ``num_total / replicates``."""

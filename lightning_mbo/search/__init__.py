@@ -1,6 +1,7 @@
 """Design search: the contract a method offers it, and optimizers over designs (plain torch)."""
 
 from lightning_mbo.search.bo_qei import BOqEI
+from lightning_mbo.search.cbas import CbAS
 from lightning_mbo.search.cma_es import CMAES
 from lightning_mbo.search.contract import (
     AscentOptimizer,
@@ -18,6 +19,7 @@ __all__ = [
     "AscentOptimizer",
     "AscentResult",
     "BOqEI",
+    "CbAS",
     "CMAES",
     "Reinforce",
     "SearchData",

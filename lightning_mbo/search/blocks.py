@@ -15,16 +15,17 @@ from torch import Tensor
 
 
 def block_scorer(score: Callable[[Tensor], Tensor], x0: Tensor, start: int, block: int) -> Callable[[Tensor], Tensor]:
-    """A score function ``(P, D) -> (P,)`` for any number ``P`` of points, each scored as one of
-    the candidates ``start .. start + block - 1`` of ``x0`` (``(C, D)``)."""
+    """A score function ``(P, D) -> (..., P)`` for any number ``P`` of points, each scored as one of
+    the candidates ``start .. start + block - 1`` of ``x0`` (``(C, D)``); ``score`` maps ``(C, D)``
+    to ``(..., C)`` (a score ``(C,)``, or a predictive ``(2, K, C)``)."""
 
     def scored(points: Tensor) -> Tensor:
         out = []
         for chunk in points.to(x0).split(block):
             batch = x0.detach().clone()
             batch[start:start + len(chunk)] = chunk
-            out.append(score(batch)[start:start + len(chunk)])
-        return torch.cat(out) if out else points.new_zeros(0)
+            out.append(score(batch)[..., start:start + len(chunk)])
+        return torch.cat(out, dim=-1) if out else points.new_zeros(0)
 
     return scored
 

@@ -88,17 +88,24 @@ class SearchData:
 
 @dataclass(frozen=True)
 class SearchObjective:
-    """What design search climbs.
+    """What design search climbs. Calling it is calling ``score``.
 
     Attributes:
         score: ``(C, D) -> (C,)`` the predicted (normalised) score of each candidate,
             differentiable with respect to the designs; candidates are independent.
         before_step: optional :data:`StepHook` run before every step (Tri-mentoring mentors its
             proxy copies there).
+        predictive: optional ``(C, D) -> (2, K, C)``: the means (``[0]``) and standard deviations
+            (``[1]``) of the ``K`` Gaussian members that score each candidate (its replicate's), for
+            searchers that need the predictive distribution, not only its mean (CbAS).
     """
 
     score: Callable[[Tensor], Tensor]
     before_step: StepHook | None = None
+    predictive: Callable[[Tensor], Tensor] | None = None
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return self.score(x)
 
 
 @runtime_checkable
@@ -147,7 +154,8 @@ class Searcher:
 
         Args:
             x0: ``(C, D)`` this process's starting designs (normalised).
-            score: ``(C, D) -> (C,)`` the method's predicted score, row ``i`` scored as candidate ``i``.
+            score: ``(C, D) -> (C,)`` the method's predicted score, row ``i`` scored as candidate ``i``
+                (the method's :class:`SearchObjective`, so a searcher may read its ``predictive``).
             data: the visible designs and scores (normalised).
             candidate_ids: ``(C,)`` the candidates' indices over all processes.
             num_candidates: designs handed back per replicate.
