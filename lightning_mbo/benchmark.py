@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-import json
 import platform
 import subprocess
 import sys
@@ -23,9 +22,10 @@ from typing import Any
 import numpy as np
 import torch
 from jsonargparse import CLI
-from tqdm.auto import tqdm
 
-from lightning_mbo.results import atomic_write, load_rows, save_json
+from lightning_mbo.comparison import format_comparison
+from lightning_mbo.dispatch import Executor, FitJob, read_job, run_jobs
+from lightning_mbo.results import atomic_write, load_rows
 from lightning_mbo.validation import SettingsError, check_range
 
 #: Published 100th-percentile numbers by (task, method): re-runs of the released code over 8 seeds,
@@ -64,6 +64,7 @@ def run_grid(
     replicates: int = 1,
     label: str = "",
     rerun_changed: bool = False,
+    executor: Executor | None = None,
 ) -> list[dict[str, Any]]:
     """Run every method for every seed and write the table.
 
@@ -80,41 +81,55 @@ def run_grid(
         rerun_changed: a finished run whose resolved config differs from what the grid now asks
             for (a config file or an argument changed) is run again; without it the grid refuses,
             naming the run and the first difference.
+        executor: where the runs execute (:class:`~lightning_mbo.dispatch.Executor`: this machine
+            with ``workers`` runs at once, or SLURM); every run is its own submitit job, and an
+            interrupted run resumes from its ``last.ckpt``.
 
     Returns:
         One row per finished run (per replicate).
 
-    Each run's folder keeps ``grid_job.json``: its command line and its fully resolved config (what
-    ``fit --print_config`` prints), the key a finished run is reused by.
+    Each run's folder keeps ``grid_job.json``: its command line, its fully resolved config (what
+    ``fit --print_config`` prints, the key a finished run is reused by) and its start and end times.
     """
     check_range("replicates", replicates, 1)
+    executor = executor or Executor()
     out = Path(output_dir)
-    jobs = [(run, seed) for run in runs for seed in seeds]
+    planned, pending = [], []
+    for run in runs:
+        for seed in seeds:
+            run_dir = out / run.name / f"seed_{seed}"
+            cli_args = _fit_args(run, seed, run_dir, args, replicates)
+            resolved = resolved_config(cli_args)
+            result_file = run_dir / "results.json"
+            if result_file.exists() and _changed(run_dir, resolved, rerun_changed):
+                result_file.unlink()
+            if not result_file.exists():
+                pending.append(FitJob(cli_args, str(run_dir), resolved))
+            planned.append((run, seed, result_file))
+    print(f"benchmark grid: {len(planned)} runs, {len(pending)} to run on {executor.cluster}", file=sys.stderr)
+    run_jobs(pending, executor, out / "submitit")
     rows: list[dict[str, Any]] = []
-    for run, seed in tqdm(jobs, desc="benchmark grid", unit="run"):
-        run_dir = out / run.name / f"seed_{seed}"
-        result_file = run_dir / "results.json"
-        cli_args = ["fit"]
-        for cfg in run.configs:
-            cli_args += ["--config", cfg]
-        cli_args += [
-            *run.args, *(args or []),
-            f"--seed_everything={seed}", f"--data.seed={seed}",
-            f"--trainer.logger.init_args.save_dir={run_dir}",
-            "--trainer.logger.init_args.name=", "--trainer.logger.init_args.version=",
-            "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
-        ]
-        if replicates > 1:
-            cli_args.append(f"--model.init_args.replicates={replicates}")
-        job = {"args": cli_args, "resolved": resolved_config(cli_args)}
-        if result_file.exists() and _changed(run_dir, job, rerun_changed):
-            result_file.unlink()
-        if not result_file.exists():
-            _fit(cli_args, run_dir)
-            save_json(run_dir / "grid_job.json", job)
+    for run, seed, result_file in planned:
         rows += [{**row, "run": run.name, "seed": seed} for row in load_rows(result_file)]
     write_table(rows, out, label)
     return rows
+
+
+def _fit_args(run: Run, seed: int, run_dir: Path, args: list[str] | None, replicates: int) -> list[str]:
+    """The ``fit`` command line of one run of the grid."""
+    cli_args = ["fit"]
+    for cfg in run.configs:
+        cli_args += ["--config", cfg]
+    cli_args += [
+        *run.args, *(args or []),
+        f"--seed_everything={seed}", f"--data.seed={seed}",
+        f"--trainer.logger.init_args.save_dir={run_dir}",
+        "--trainer.logger.init_args.name=", "--trainer.logger.init_args.version=",
+        "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+    ]
+    if replicates > 1:
+        cli_args.append(f"--model.init_args.replicates={replicates}")
+    return cli_args
 
 
 def resolved_config(cli_args: list[str]) -> str:
@@ -135,32 +150,19 @@ def resolved_config(cli_args: list[str]) -> str:
     return buf.getvalue()
 
 
-def _changed(run_dir: Path, job: dict[str, Any], rerun: bool) -> bool:
-    """Whether the finished run in ``run_dir`` was made by another config than ``job``'s; raises
+def _changed(run_dir: Path, resolved: str, rerun: bool) -> bool:
+    """Whether the finished run in ``run_dir`` was made by another config than ``resolved``; raises
     unless ``rerun`` when it was."""
-    saved_file = run_dir / "grid_job.json"
-    saved = json.loads(saved_file.read_text()) if saved_file.exists() else {"resolved": ""}
-    if saved.get("resolved") == job["resolved"]:
+    saved = read_job(run_dir).get("resolved", "")
+    if saved == resolved:
         return False
-    old, new = saved.get("resolved", "").splitlines(), job["resolved"].splitlines()
+    old, new = saved.splitlines(), resolved.splitlines()
     first = next((f"'{a.strip()}' is now '{b.strip()}'" for a, b in zip(old, new, strict=False) if a != b),
                  "no record of its config" if not old else "lines were added or removed")
     if not rerun:
         raise SettingsError(f"{run_dir} holds a finished run of another config ({first}): pass --rerun_changed "
                             "true to run it again, or delete the folder")
     return True
-
-
-def _fit(cli_args: list[str], run_dir: Path) -> None:
-    """One run in its own process (so DDP can re-launch it), its output kept in ``run.log``."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    log = run_dir / "run.log"
-    with log.open("w") as f:
-        proc = subprocess.run([sys.executable, "-m", "lightning_mbo", *cli_args], stdout=f, stderr=subprocess.STDOUT,
-                              check=False)
-    if proc.returncode != 0:
-        tail = "".join(log.read_text().splitlines(keepends=True)[-30:])
-        raise RuntimeError(f"run failed (exit {proc.returncode}): {' '.join(cli_args)}\n--- {log} (tail) ---\n{tail}")
 
 
 def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -229,6 +231,9 @@ def write_table(rows: list[dict[str, Any]], out: Path, label: str = "") -> None:
     """Write ``table.md``, ``table.csv`` and ``table.png`` into ``out`` (atomically)."""
     table = summarize(rows)
     text = format_table(table, label)
+    comparison = format_comparison(table)
+    if comparison:
+        text += "\n" + comparison
     atomic_write(out / "table.md", lambda f: f.write(text.encode()))
     buf = io.StringIO()
     if table:
@@ -283,7 +288,8 @@ def collect(folder: str, output_dir: str | None = None, label: str = "") -> list
     rows = [{**row, "run": row["method"]} for f in files for row in load_rows(f)]
     if output_dir:
         write_table(rows, Path(output_dir), label)
-    print(format_table(summarize(rows), label or f"{len(files)} results.json files below {folder}"))
+    table = summarize(rows)
+    print(format_table(table, label or f"{len(files)} results.json files below {folder}") + format_comparison(table))
     return rows
 
 
