@@ -19,6 +19,9 @@ CONFIGS = sorted((REPO_ROOT / "configs").rglob("*.yaml"))
 QUICK = REPO_ROOT / "configs" / "quick.yaml"
 ENS_MEAN = REPO_ROOT / "configs" / "tfbind8" / "ens_mean.yaml"
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+#: The continuous tasks' folder (= shard prefix), design size and shard count (design-bench 2.0.20).
+CONTINUOUS = {"Superconductor-RandomForest-v0": ("superconductor", 86, 5), "AntMorphology-Exact-v0": ("ant_morphology",
+              60, 1), "DKittyMorphology-Exact-v0": ("dkitty_morphology", 56, 1)}
 
 
 def _load(path: Path) -> dict:
@@ -85,11 +88,31 @@ def test_configs_found():
     assert len(METHODS) >= 6
 
 
+def _applies(overlay: Path, method: Path) -> bool:
+    """Whether an overlay is meant for a method config: its model settings are arguments of the
+    method's class, and a searcher it configures is the one the method's config runs."""
+    import importlib  # noqa: PLC0415
+    import inspect  # noqa: PLC0415
+
+    over, cfg = _load(overlay), _load(method)
+    module, name = cfg["model"]["class_path"].rsplit(".", 1)
+    params = inspect.signature(getattr(importlib.import_module(module), name)).parameters
+    if not set((over.get("model") or {}).get("init_args") or {}) <= set(params):
+        return False
+    searcher = ((over.get("ascent") or {}).get("searcher") or {}).get("class_path")
+    return searcher is None or searcher == ((cfg.get("ascent") or {}).get("searcher") or {}).get("class_path")
+
+
 @pytest.mark.parametrize("path", METHODS, ids=_ids(METHODS))
-def test_method_config_parses_alone_and_with_each_overlay(path, capsys, tmp_path, monkeypatch):
+def test_method_config_parses_alone_and_with_each_overlay_meant_for_it(path, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    for stack in [[path], *([path, o] for o in OVERLAYS)]:
+    for stack in [[path], *([path, o] for o in OVERLAYS if _applies(o, path))]:
         _check_merged(_print_config(stack, capsys), stack)
+
+
+@pytest.mark.parametrize("path", OVERLAYS, ids=_ids(OVERLAYS))
+def test_every_overlay_is_meant_for_some_tfbind8_config(path):
+    assert any(_applies(path, m) for m in METHODS if m.parent.name == "tfbind8"), path
 
 
 @pytest.mark.parametrize("path", OVERLAYS, ids=_ids(OVERLAYS))
@@ -125,6 +148,14 @@ def test_config_instantiates_with_linked_input_dim(path, tmp_path, monkeypatch, 
         data = tmp_path.parent / f"{tmp_path.name}_data"
         write_shards(data, [distinct_designs(20000, seed=1)], [np.linspace(-1, 1, 20000, dtype=np.float32)[:, None]])
         extra, input_dim = ["--data.data_dir", str(data)], 30
+    elif cfg["data"]["task"] in CONTINUOUS:
+        # Nor are the continuous tasks: random designs of their sizes, in their shard counts.
+        folder, dim, shards = CONTINUOUS[cfg["data"]["task"]]
+        data = tmp_path.parent / f"{tmp_path.name}_data"
+        x = np.random.default_rng(0).normal(size=(600, dim)).astype(np.float32)
+        ys = np.split(np.linspace(0, 1, 600, dtype=np.float32)[:, None], shards)
+        write_shards(data, np.split(x, shards), ys, folder=folder, prefix=folder)
+        extra, input_dim = ["--data.data_dir", str(data)], dim
     monkeypatch.chdir(tmp_path)
     if cfg["data"].get("encoding") == "integers":  # the class ids themselves, not their logits
         input_dim //= 3
