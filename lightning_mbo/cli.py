@@ -24,11 +24,14 @@ from lightning_mbo.checkpoint import CheckpointError, check_matches, load_checkp
 from lightning_mbo.data.datamodule import MBODataModule
 from lightning_mbo.methods.surrogate import Surrogate
 from lightning_mbo.tasks import BadDataError, DesignNotFoundError, MissingDataError, UnknownTaskError
+from lightning_mbo.tasks.download import DownloadError
+from lightning_mbo.tasks.oracles import MissingDependencyError
 from lightning_mbo.validation import SettingsError
 
-#: Errors that mean bad input (settings, task name, data, designs, checkpoints): reported as one
-#: ``lightning_mbo: error:`` line on the command line, exit status 2.
-USER_ERRORS = (UnknownTaskError, MissingDataError, BadDataError, DesignNotFoundError, SettingsError, CheckpointError)
+#: Errors that mean bad input (settings, task name, data, designs, checkpoints, a missing oracle
+#: package, a failed download): reported as one ``lightning_mbo: error:`` line on the command line, exit status 2.
+USER_ERRORS = (UnknownTaskError, MissingDataError, BadDataError, DesignNotFoundError, SettingsError, CheckpointError,
+               MissingDependencyError, DownloadError)
 
 #: The config of a plain `python -m lightning_mbo fit`: TFBind8, small enough for a laptop CPU.
 DEFAULT_CONFIG = Path(__file__).parent / "default.yaml"
@@ -179,8 +182,9 @@ def main(args: list[str] | None = None, run: bool = True) -> MBOCLI | None:
 
     Subcommands: LightningCLI's (``fit``, ``validate``, ...), ``ascend`` (design search on a saved
     checkpoint), ``benchmark`` (a grid of runs and its table, see :mod:`lightning_mbo.benchmark`),
-    ``results`` (every ``results.json`` below a folder as one table) and ``tasks`` (the registered
-    tasks and where their data is).
+    ``results`` (every ``results.json`` below a folder as one table), ``tasks`` (the registered
+    tasks and where their data is) and ``data`` (download a task's files, check its oracle; see
+    :mod:`lightning_mbo.tasks.data_cli`).
     """
     from_command_line = args is None
     args = list(sys.argv[1:] if args is None else args)
@@ -246,8 +250,14 @@ def _results(args: list[str]) -> int:
     return collect_main(args)
 
 
+def _data(args: list[str]) -> int:
+    from lightning_mbo.tasks.data_cli import main as data_main  # noqa: PLC0415
+
+    return data_main(args)
+
+
 #: Subcommands besides LightningCLI's: each takes its arguments and returns an exit status.
-TOOLS = {"benchmark": _benchmark, "tasks": _tasks, "results": _results}
+TOOLS = {"benchmark": _benchmark, "tasks": _tasks, "results": _results, "data": _data}
 
 
 def _cli(args: list[str], from_command_line: bool, run: bool) -> MBOCLI:

@@ -3,7 +3,8 @@
 ``results.json`` is always ``{"rows": [...], "provenance": {...}}``: one row per replicate (a
 plain run has one), each with its task, method, seed, replicate, normalised scores and timings,
 and the run-level provenance: commit, package versions, config files, command line, data
-source and checksum, checkpoint (for ``ascend``) and device. :func:`load_rows` reads it back.
+source and checksum, the oracle (what scored: exact table, saved forest, ported MuJoCo, local
+refit), checkpoint (for ``ascend``) and device. :func:`load_rows` reads it back.
 
 No Lightning here: the search callback and the benchmark runner both use it.
 """
@@ -76,7 +77,8 @@ def commit(where: Path | None = None) -> str | None:
 def versions() -> dict[str, str]:
     """Versions of Python and the packages a result depends on."""
     out = {"python": platform.python_version()}
-    for name in ("lightning_mbo", "torch", "pytorch-lightning", "numpy", "higher", "jsonargparse"):
+    for name in ("lightning_mbo", "torch", "pytorch-lightning", "numpy", "higher", "jsonargparse", "scikit-learn",
+                 "mujoco"):
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

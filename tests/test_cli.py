@@ -152,8 +152,8 @@ def test_config_instantiates_with_linked_input_dim(path, tmp_path, monkeypatch, 
         # Nor are the continuous tasks: random designs of their sizes, in their shard counts.
         folder, dim, shards = CONTINUOUS[cfg["data"]["task"]]
         data = tmp_path.parent / f"{tmp_path.name}_data"
-        x = np.random.default_rng(0).normal(size=(600, dim)).astype(np.float32)
-        ys = np.split(np.linspace(0, 1, 600, dtype=np.float32)[:, None], shards)
+        x = np.random.default_rng(0).normal(size=(2000, dim)).astype(np.float32)
+        ys = np.split(np.linspace(0, 1, 2000, dtype=np.float32)[:, None], shards)
         write_shards(data, np.split(x, shards), ys, folder=folder, prefix=folder)
         extra, input_dim = ["--data.data_dir", str(data)], dim
     monkeypatch.chdir(tmp_path)

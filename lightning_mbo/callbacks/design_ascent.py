@@ -215,6 +215,7 @@ class DesignAscent(Callback):
                 **score_percentiles(normalized[idx]),
                 **{f"start_{k}": v for k, v in start.items()},
                 "best_visible": task.best_visible,
+                "oracle": task.oracle_info["kind"],
                 "num_candidates": self.num_candidates,
                 "ascent": self._record(settings),
                 "mean_predicted_final": float(pred[-1, idx].mean()),
@@ -225,7 +226,7 @@ class DesignAscent(Callback):
             })
         results = {"rows": rows, "provenance": provenance(
             **self._run_info, config_saved=str(out / "config.yaml") if (out / "config.yaml").exists() else None,
-            data=task.source, device=str(x0.device), output_dir=str(out),
+            data=task.source, oracle=task.oracle_info, device=str(x0.device), output_dir=str(out),
         )}
         self.results = results
         self._log(trainer, pl_module, rows, pred, normalized, result.stats, datamodule, out)

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from lightning_mbo.search.contract import SearchData
 from lightning_mbo.tasks.encoding import zscore_stats
-from lightning_mbo.tasks.task import Encoding, Subsample, Task
+from lightning_mbo.tasks.task import Encoding, OracleNormalization, Subsample, Task
 from lightning_mbo.validation import SettingsError, check_range
 
 
@@ -107,7 +107,8 @@ class MBODataModule(pl.LightningDataModule):
         batch_size: global training batch size.
         val_size: rows held out for validation: a count (>= 1) or a fraction (< 1).
         max_samples: visible rows to keep (None: the task's default; 0: all).
-        subsample: how max_samples rows are chosen: ``random`` (seeded) or ``stride`` (over y-sorted rows).
+        subsample: how max_samples rows are chosen: ``random`` (seeded), ``stride`` or ``stride_floor``
+            (over y-sorted rows; see :func:`lightning_mbo.tasks.subsample_indices`).
         normalize_x: z-score the (encoded) designs (not with ``encoding: integers``).
         normalize_y: z-score the scores.
         seed: seed of splits, subsampling and data order (``null``: the run's ``seed_everything``
@@ -120,6 +121,9 @@ class MBODataModule(pl.LightningDataModule):
             (for members that embed the sequence, e.g. ``model.init_args.embedding``; searched by a
             searcher that proposes sequences, e.g. REINFORCE).
         drop_last: drop the last incomplete training batch.
+        oracle_normalization: Superconductor's saved random forest: ``released`` (design-bench
+            2.0.20 as it ran: designs normalised by a fresh 2000-row draw of the full dataset, seeded
+            by ``seed``) or ``split`` (by the split the forest was fitted on); other tasks ignore it.
     """
 
     def __init__(
@@ -136,6 +140,7 @@ class MBODataModule(pl.LightningDataModule):
         drop_last: bool = False,
         bootstrap: bool = False,
         encoding: Encoding = "logits",
+        oracle_normalization: OracleNormalization = "released",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -148,7 +153,7 @@ class MBODataModule(pl.LightningDataModule):
             raise SettingsError("class integers are not z-scored: set --data.normalize_x false with --data.encoding "
                                 "integers")
         self.task = Task(task, data_dir=data_dir, max_samples=max_samples, subsample=subsample, seed=self.seed,
-                         encoding=encoding)
+                         encoding=encoding, oracle_normalization=oracle_normalization)
         features = self.task.encode(self.task.x)
         if normalize_x:
             mean, std = zscore_stats(features)

@@ -51,5 +51,8 @@ def zscore_stats(a: Tensor) -> tuple[Tensor, Tensor]:
     design-bench's normalisation statistics: of the visible rows, per element (for discrete
     tasks, of the logits). ``a`` is ``(N, ...)``; the results have shape ``a.shape[1:]``.
     """
-    mean, std = a.mean(0), a.std(0, unbiased=False)
-    return mean, torch.where(std == 0, torch.ones_like(std), std)
+    # Accumulated in float64: a float32 sum depends on the reduction's order (threads, layout), and
+    # a resumed run must find the statistics its checkpoint holds.
+    wide = a.double()
+    mean, std = wide.mean(0), wide.std(0, unbiased=False)
+    return mean.to(a.dtype), torch.where(std == 0, torch.ones_like(std), std).to(a.dtype)

@@ -43,6 +43,12 @@ ORIGIN_DESIGN_BENCH = "installed design_bench package"
 ORIGIN_SHIPPED = "shipped with lightning_mbo"
 
 
+def download_command(spec: TaskSpec, root: str | os.PathLike) -> str:
+    """The command that downloads ``spec``'s files into the data directory ``root``
+    (:mod:`lightning_mbo.tasks.download`; nothing is ever downloaded without it)."""
+    return f"python -m lightning_mbo data download {spec.name} --data_dir {root}"
+
+
 def design_bench_data_dir() -> Path | None:
     """The data folder of an installed ``design_bench`` package, found without importing it."""
     try:
@@ -280,8 +286,8 @@ def locate_task_data(spec: TaskSpec, data_dir: str | os.PathLike | None = None) 
         found = _shards_at(ORIGIN_ARGUMENT, folder, spec)
         if found is None:
             raise MissingDataError(
-                f"no {spec.name} data in data_dir {root}: expected {_pattern(folder, spec)}; download the folder "
-                f"{spec.folder}/ from {HF_MIRROR} into {root}, or pass the directory that holds it{shipped}")
+                f"no {spec.name} data in data_dir {root}: expected {_pattern(folder, spec)}; download it with "
+                f"{download_command(spec, root)} (from {HF_MIRROR}), or pass the directory that holds it{shipped}")
         return found
     looked = []
     for origin, root in candidate_dirs(None):
@@ -294,8 +300,8 @@ def locate_task_data(spec: TaskSpec, data_dir: str | os.PathLike | None = None) 
         return DataLocation(ORIGIN_SHIPPED, packaged)
     raise MissingDataError(
         f"no data for task {spec.name}. Looked for:\n" + ("\n".join(looked) or "  (no data directory given)")
-        + f"\nDownload the folder {spec.folder}/ from design-bench's data mirror ({HF_MIRROR}) and pass "
-        f"its parent directory as --data.data_dir or set ${DATA_DIR_ENV}."
+        + f"\nDownload the folder {spec.folder}/ from design-bench's data mirror ({HF_MIRROR}) with "
+        f"{download_command(spec, '<data_dir>')} and pass <data_dir> as --data.data_dir or set ${DATA_DIR_ENV}."
     )
 
 

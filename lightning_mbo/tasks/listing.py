@@ -58,7 +58,15 @@ def task_row(spec: TaskSpec, data_dir: str | os.PathLike | None = None) -> dict:
     if spec.num_shards is not None and row["shards"] != spec.num_shards:
         row["problem"] = f"{row['shards']} of {spec.num_shards} shards"
         row["data"] = f"incomplete ({row['problem']}): {where.path}"
+    elif spec.oracle_file and not _oracle_file_there(where.path, spec.oracle_file):
+        row["problem"] = f"no oracle file {spec.folder}/{spec.oracle_file}"
+        row["data"] = f"{row['data']}, but {row['problem']}"
     return row
+
+
+def _oracle_file_there(folder: Path, oracle_file: str) -> bool:
+    """The oracle's file (or, for a forest, a local refit of it: ``refit/<name>``) is in the task's folder."""
+    return (folder / oracle_file).is_file() or (folder / "refit" / Path(oracle_file).name).is_file()
 
 
 def task_rows(data_dir: str | os.PathLike | None = None) -> list[dict]:
@@ -86,8 +94,9 @@ def format_tasks(rows: list[dict]) -> str:
     lines = ["  ".join([*(cell.ljust(w) for cell, w in zip(line, widths, strict=False)), line[-1]]).rstrip()
              for line in table]
     if any(not row["found"] or row["problem"] for row in rows):
-        lines.append(f"Download missing task folders from {io.HF_MIRROR} and pass their parent directory as "
-                     f"--data.data_dir or set ${io.DATA_DIR_ENV}.")
+        lines.append(f"Download missing task folders from {io.HF_MIRROR} (python -m lightning_mbo data download "
+                     f"TASK --data_dir D) and pass their parent directory as --data.data_dir or set "
+                     f"${io.DATA_DIR_ENV}.")
     return "\n".join(lines) + "\n"
 
 

@@ -1,10 +1,21 @@
-"""Oracles: the true objective, called once on the final designs."""
+"""Oracles: the true objective, called once on the final designs.
+
+Each oracle comes with its provenance for ``results.json`` (``Task.oracle_info``): ``kind``
+(``exact``, ``random_forest``, ``random_forest_refit``, ``mujoco_port``, ``design_bench``,
+``closed_form``), a ``description``, ``canonical`` (built from design-bench's own data and oracle
+files, so comparable with published scores; false for a local refit) and ``ported`` (design-bench's
+computation reimplemented here rather than run by design-bench or the library it used), plus its files.
+"""
 
 from __future__ import annotations
 
-from typing import Protocol
+import hashlib
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
+
+from lightning_mbo.tasks.io import MissingDataError
 
 
 class Oracle(Protocol):
@@ -15,6 +26,10 @@ class Oracle(Protocol):
 
 class DesignNotFoundError(KeyError):
     """A design that an exact (lookup) oracle has no score for."""
+
+
+class MissingDependencyError(RuntimeError):
+    """An oracle whose package is not installed (the message names the ``pip install``)."""
 
 
 class ExactOracle:
@@ -89,13 +104,56 @@ class DesignBenchOracle:
         try:
             import design_bench  # noqa: PLC0415
         except Exception as err:  # its import fails in many ways on current Python
-            raise RuntimeError(
+            raise MissingDependencyError(
                 f"task {task_name} is scored by design-bench's own oracle (a model or simulator), and "
                 f"`import design_bench` failed: {err!r}. Install it with `pip install 'lightning_mbo[design-bench]'` "
                 "in an environment where it works (design-bench 2.0.20 with its task extras, e.g. MuJoCo for "
-                "Ant/DKitty/Hopper), with its data in its `design_bench_data` folder."
+                "Hopper), with its data in its `design_bench_data` folder."
             ) from err
         self.task = design_bench.make(task_name)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(self.task.predict(x), dtype=np.float32).reshape(-1)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def morphology_oracle(task_name: str, policy: Path, root: Path) -> tuple[Oracle, dict[str, Any]]:
+    """Ant / D'Kitty morphology: design-bench's saved policy rolled out on each design's robot, with
+    the rollout ported to the ``mujoco`` package (:mod:`lightning_mbo.tasks.morphology`), and its provenance.
+
+    Args:
+        task_name: ``AntMorphology-Exact-v0`` or ``DKittyMorphology-Exact-v0``.
+        policy: design-bench's ``<robot>_oracle.pkl``.
+        root: the data directory (for the download command in messages).
+
+    Raises:
+        MissingDataError: the policy file is missing (naming the command that downloads it).
+        MissingDependencyError: the MuJoCo port or the ``mujoco`` package is not installed.
+    """
+    if not policy.is_file():
+        raise MissingDataError(
+            f"{task_name} is scored by rolling out design-bench's saved policy {policy}, which is missing; download "
+            f"it with: python -m lightning_mbo data download {task_name} --data_dir {root}")
+    try:
+        from lightning_mbo.tasks.morphology import MorphologyOracle  # noqa: PLC0415
+    except ImportError as err:
+        raise MissingDependencyError(
+            f"{task_name}'s oracle rolls out MuJoCo, which could not be imported ({err}); install it with "
+            "pip install 'lightning_mbo[continuous]'") from err
+    oracle = MorphologyOracle(task_name, policy)
+
+    def score(x: np.ndarray) -> np.ndarray:
+        return np.asarray(oracle(np.asarray(x, dtype=np.float32)), dtype=np.float32).reshape(-1)
+
+    info = {"kind": "mujoco_port", "canonical": True, "ported": True, "file": str(policy), "sha256": _sha256(policy),
+            "description": "design-bench's saved policy rolled out on each design's robot, ported from mujoco_py and "
+                           "morphing-agents to the mujoco package (lightning_mbo.tasks.morphology): validate it with "
+                           f"python -m lightning_mbo data check {task_name}"}
+    return score, info

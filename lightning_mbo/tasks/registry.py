@@ -29,13 +29,18 @@ class TaskSpec:
         max_samples: design-bench's default subsample of the visible rows, if any.
         y_min: minimum score over the FULL dataset (hidden rows included).
         y_max: maximum score over the FULL dataset.
-        oracle: ``"exact"`` (lookup table over all rows), ``"design_bench"`` (the
-            package's own model or simulator) or ``"closed_form"`` (synthetic tasks).
+        oracle: ``"exact"`` (lookup table over all rows), ``"random_forest"`` (design-bench's saved
+            scikit-learn forest, scored natively: :mod:`lightning_mbo.tasks.forest`), ``"mujoco"``
+            (design-bench's morphology rollouts, ported to the ``mujoco`` package:
+            :mod:`lightning_mbo.tasks.morphology`), ``"design_bench"`` (the installed package's own
+            model or simulator) or ``"closed_form"`` (synthetic tasks).
         best_visible: normalised best visible score D(best), where it is known.
         num_shards: how many shard pairs design-bench's full dataset has, where it is known;
             reading a folder with another number raises :class:`~lightning_mbo.tasks.io.BadDataError`.
         num_rows: rows of the full dataset (hidden rows included), where it is known; checked
             like ``num_shards``.
+        oracle_file: the file the oracle is built from, relative to the task's folder, as
+            design-bench names it (``random_forest`` and ``mujoco`` oracles).
     """
 
     name: str
@@ -48,15 +53,20 @@ class TaskSpec:
     max_samples: int | None
     y_min: float | None
     y_max: float | None
-    oracle: Literal["exact", "design_bench", "closed_form"]
+    oracle: Literal["exact", "random_forest", "mujoco", "design_bench", "closed_form"]
     best_visible: float | None = None
     num_shards: int | None = None
     num_rows: int | None = None
+    oracle_file: str | None = None
 
 
 # Each entry: the name and design-bench's visible split (its ``dataset_kwargs``); where the shards
 # live and what a design is; the full dataset's score range (design-bench's normalisation) and oracle; for the
-# TFBind tasks D(best) and the full dataset's size (shards, rows), checked when the data is read.
+# TFBind tasks D(best) and the full dataset's size (shards, rows), checked when the data is read. The continuous
+# tasks' shard counts are their datasets' file lists (design_bench/datasets/continuous/*_dataset.py:
+# SUPERCONDUCTOR_FILES, ANT_MORPHOLOGY_FILES, DKITTY_MORPHOLOGY_FILES); their oracle files are where
+# design-bench reads them (ApproximateOracle.get_disk_resource: "{dataset.name}/{oracle.name}.zip";
+# oracles/exact/{ant,dkitty}_morphology_oracle.py: "<folder>/<robot>_oracle.pkl").
 _SPECS = [
     TaskSpec(name="TFBind8-Exact-v0", min_percentile=0, max_percentile=50, max_samples=None,
              folder="tf_bind_8-SIX6_REF_R1", prefix="tf_bind_8", discrete=True, num_classes=4,
@@ -68,13 +78,16 @@ _SPECS = [
              best_visible=0.467, num_shards=84, num_rows=8_321_066),
     TaskSpec(name="Superconductor-RandomForest-v0", min_percentile=0, max_percentile=80, max_samples=None,
              folder="superconductor", prefix="superconductor", discrete=False, num_classes=None,
-             y_min=0.00021, y_max=185.0, oracle="design_bench"),
+             y_min=0.00021, y_max=185.0, oracle="random_forest",
+             num_shards=5, oracle_file="superconductor/random_forest.zip"),
     TaskSpec(name="AntMorphology-Exact-v0", min_percentile=0, max_percentile=40, max_samples=None,
              folder="ant_morphology", prefix="ant_morphology", discrete=False, num_classes=None,
-             y_min=-386.90036, y_max=590.24445, oracle="design_bench"),
+             y_min=-386.90036, y_max=590.24445, oracle="mujoco",
+             num_shards=1, oracle_file="ant_oracle.pkl"),
     TaskSpec(name="DKittyMorphology-Exact-v0", min_percentile=0, max_percentile=40, max_samples=None,
              folder="dkitty_morphology", prefix="dkitty_morphology", discrete=False, num_classes=None,
-             y_min=-880.4585, y_max=340.90985, oracle="design_bench"),
+             y_min=-880.4585, y_max=340.90985, oracle="mujoco",
+             num_shards=1, oracle_file="dkitty_oracle.pkl"),
     TaskSpec(name="HopperController-Exact-v0", min_percentile=0, max_percentile=100, max_samples=None,
              folder="hopper_controller", prefix="hopper_controller", discrete=False, num_classes=None,
              y_min=87.93491, y_max=1361.6106, oracle="design_bench"),

@@ -3,23 +3,33 @@
 from __future__ import annotations
 
 import os
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from lightning_mbo.tasks.encoding import from_logits, to_logits
-from lightning_mbo.tasks.io import BadDataError, check_finite, read_task_data
-from lightning_mbo.tasks.oracles import DesignBenchOracle, ExactOracle, Oracle
+from lightning_mbo.tasks.io import BadDataError, MissingDataError, check_finite, read_task_data
+from lightning_mbo.tasks.oracles import (
+    DesignBenchOracle,
+    ExactOracle,
+    MissingDependencyError,
+    Oracle,
+    morphology_oracle,
+)
 from lightning_mbo.tasks.registry import TaskSpec, get_spec
 from lightning_mbo.tasks.synthetic import SYNTHETIC
 from lightning_mbo.validation import SettingsError, check_choice
 
-Subsample = Literal["random", "stride"]
+Subsample = Literal["random", "stride", "stride_floor"]
 #: How a discrete design reaches the surrogate: design-bench's ``logits`` (default) or its class
 #: ``integers`` (for members that embed the sequence, as design-baselines' REINFORCE and CbAS).
 Encoding = Literal["logits", "integers"]
+#: How Superconductor's saved random forest normalises designs (:mod:`lightning_mbo.tasks.forest`):
+#: ``released`` (design-bench as it ran: a fresh 2000-row draw's statistics) or ``split`` (the fit's).
+OracleNormalization = Literal["released", "split"]
 
 
 def visible_indices(y: np.ndarray, min_percentile: float, max_percentile: float) -> np.ndarray:
@@ -39,7 +49,10 @@ def subsample_indices(idx: np.ndarray, y: np.ndarray, n: int, how: Subsample, se
     ``"random"``: uniformly without replacement with a seeded generator (design-bench's
     ``max_samples``). ``"stride"``: ``n`` rows evenly spread over the y-sorted rows, at positions
     ``round(linspace(0, len - 1, n))`` (lowest and highest included; the released Tri-mentoring
-    code's TFBind10 subsample takes rows at a fixed stride of the y-sorted set).
+    code's TFBind10 subsample takes rows at a fixed stride of the y-sorted set). ``"stride_floor"``:
+    the y-sorted rows at positions ``0, s, 2s, ..., (n - 1) s`` with the integer stride
+    ``s = len // n``, so the top rows past ``(n - 1) s`` are left out (the released ICT code's TFBind10
+    subsample, ``np.arange(0, 4161482, 83)[:50000]`` of the y-sorted rows, ``utils.py:68-70``).
     """
     if n >= len(idx):
         return idx
@@ -48,7 +61,10 @@ def subsample_indices(idx: np.ndarray, y: np.ndarray, n: int, how: Subsample, se
     if how == "stride":
         ordered = idx[np.argsort(y[idx], kind="stable")]
         return np.sort(ordered[np.linspace(0, len(ordered) - 1, n).round().astype(np.int64)])
-    raise ValueError(f"unknown subsample {how!r}; choose 'random' or 'stride'")
+    if how == "stride_floor":
+        ordered = idx[np.argsort(y[idx], kind="stable")]
+        return np.sort(ordered[np.arange(n) * (len(ordered) // n)])
+    raise ValueError(f"unknown subsample {how!r}; choose 'random' or 'stride' or 'stride_floor'")
 
 
 class Task:
@@ -61,15 +77,22 @@ class Task:
             data, then the shipped TFBind8.
         max_samples: keep this many visible rows (``None``: the task's design-bench default;
             ``0``: all visible rows).
-        subsample: how ``max_samples`` rows are chosen: ``random`` or ``stride``.
-        seed: seed of the ``random`` subsample.
+        subsample: how ``max_samples`` rows are chosen: ``random``, ``stride`` or ``stride_floor``.
+        seed: seed of the ``random`` subsample, and of the ``released`` oracle normalisation's draw.
         encoding: how discrete designs are encoded for the surrogate: ``logits`` or ``integers``.
+        oracle_normalization: Superconductor only: ``released`` (the default: design-bench 2.0.20 as
+            it ran, the forest's inputs normalised by a fresh uniform 2000-row draw of the full
+            dataset, seeded by ``seed``) or ``split`` (by the saved split the forest was fitted on:
+            the fit's own statistics); see :mod:`lightning_mbo.tasks.forest`.
 
     Attributes:
         source: where the data came from: ``origin`` (``"data_dir argument"``,
             ``"$LIGHTNING_MBO_DATA_DIR"``, ``"installed design_bench package"``, ``"shipped with
             lightning_mbo"`` or ``"closed form"``), ``path`` (the shard folder or shipped ``.npz``),
             ``files`` (files read) and ``sha256`` (hex digest of their bytes; ``None`` for closed-form tasks).
+
+    Nothing is downloaded: missing files raise :class:`~lightning_mbo.tasks.io.MissingDataError`
+    naming the ``python -m lightning_mbo data download`` command that fetches them.
     """
 
     def __init__(
@@ -80,10 +103,13 @@ class Task:
         subsample: Subsample = "random",
         seed: int = 0,
         encoding: Encoding = "logits",
+        oracle_normalization: OracleNormalization = "released",
     ) -> None:
         self.spec: TaskSpec = get_spec(name)
         spec = self.spec
         check_choice("encoding (--data.encoding)", encoding, Encoding)
+        check_choice("oracle_normalization (--data.oracle_normalization)", oracle_normalization, OracleNormalization)
+        self.oracle_normalization, self.seed = oracle_normalization, int(seed)
         if encoding == "integers" and not spec.discrete:
             raise SettingsError(f"{spec.name} is continuous: --data.encoding integers is for discrete tasks")
         self.encoding = encoding
@@ -108,6 +134,7 @@ class Task:
         self.y_min = float(spec.y_min if spec.y_min is not None else y_all.min())
         self.y_max = float(spec.y_max if spec.y_max is not None else y_all.max())
         self._oracle: Oracle | None = None
+        self._oracle_info: dict[str, Any] = {}
 
     # --- what a design looks like -------------------------------------------------------
     @property
@@ -170,15 +197,56 @@ class Task:
     # --- scoring --------------------------------------------------------------------------
     @property
     def oracle(self) -> Oracle:
-        """The task's oracle, built on first use."""
+        """The task's oracle, built on first use (see :attr:`oracle_info` for what it is)."""
         if self._oracle is None:
-            if self.spec.oracle == "exact":
+            kind = self.spec.oracle
+            if kind == "exact":
                 self._oracle = ExactOracle(self.x_all, self.y_all, self.num_classes)
-            elif self.spec.oracle == "closed_form":
+                self._oracle_info = {"kind": "exact", "canonical": True, "ported": False,
+                                     "description": "lookup table over every row of the full dataset"}
+            elif kind == "closed_form":
                 self._oracle = self._closed_form
+                self._oracle_info = {"kind": "closed_form", "canonical": True, "ported": False,
+                                     "description": "the synthetic task's closed-form objective"}
+            elif kind in ("random_forest", "mujoco"):
+                self._oracle, self._oracle_info = self._native_oracle()
             else:
                 self._oracle = DesignBenchOracle(self.name)
+                self._oracle_info = {"kind": "design_bench", "canonical": True, "ported": False,
+                                     "description": "the installed design_bench package's own oracle"}
         return self._oracle
+
+    @property
+    def oracle_info(self) -> dict[str, Any]:
+        """What scores this task, for ``results.json``: ``kind`` (``exact``, ``random_forest``,
+        ``random_forest_refit``, ``mujoco_port``, ``design_bench``, ``closed_form``), ``description``,
+        ``canonical`` (from design-bench's own files; false for a local refit), ``ported`` (design-bench's
+        computation reimplemented here) and, for file-based oracles, ``file`` and ``sha256``."""
+        _ = self.oracle
+        return dict(self._oracle_info)
+
+    @property
+    def data_folder(self) -> Path:
+        """The folder the task's shards were read from."""
+        path = self.source.get("path")
+        if not path or not Path(str(path)).is_dir():
+            raise MissingDataError(f"{self.name}'s oracle files live beside its shards, but its data came from "
+                                   f"{path}: pass the design-bench data directory as --data.data_dir")
+        return Path(str(path))
+
+    def _native_oracle(self) -> tuple[Oracle, dict[str, Any]]:
+        """Superconductor's saved forest or Ant / D'Kitty's ported rollouts, from the task's folder."""
+        folder, oracle_file = self.data_folder, str(self.spec.oracle_file)
+        if self.spec.oracle == "mujoco":
+            return morphology_oracle(self.name, folder / oracle_file, folder.parent)
+        try:
+            from lightning_mbo.tasks.forest import forest_oracle  # noqa: PLC0415
+        except ImportError as err:
+            raise MissingDependencyError(f"{self.name}'s oracle is a scikit-learn random forest, and scikit-learn "
+                                         f"could not be imported ({err}); install it with pip install "
+                                         "'lightning_mbo[continuous]'") from err
+        return forest_oracle(self.name, folder, oracle_file, self.x_all, self.y_all, self.oracle_normalization,
+                             self.seed)
 
     def score(self, x: np.ndarray) -> np.ndarray:
         """Raw oracle scores of raw designs ``(n, *design_shape)`` -> ``(n,)``."""

@@ -1,4 +1,5 @@
-"""Continuous tasks: the synthetic quadratic and a design-bench-oracle task (Superconductor)."""
+"""Continuous tasks: the synthetic quadratic, Superconductor's shards, and a task still scored by the
+design_bench package (Hopper). Superconductor's forest: tests/tasks/test_superconductor.py."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from lightning_mbo.tasks import QUADRATIC, BadDataError, Task
 from lightning_mbo.tasks.synthetic import quadratic_oracle
 
 SUPERCONDUCTOR = "Superconductor-RandomForest-v0"
+HOPPER = "HopperController-Exact-v0"
 
 
 @pytest.fixture(scope="module")
@@ -64,11 +66,21 @@ def test_quadratic_oracle_checks_shape():
 
 @pytest.fixture
 def superconductor_dir(tmp_path, shard_writer):
+    # design-bench's five shards (SUPERCONDUCTOR_FILES), small ones.
     rng = np.random.default_rng(0)
-    xs = [rng.normal(size=(30, 81)).astype(np.float32), rng.normal(size=(20, 81)).astype(np.float32)]
+    xs = [rng.normal(size=(n, 81)).astype(np.float32) for n in (15, 15, 10, 5, 5)]
     y = rng.permutation(50).astype(np.float32)
-    shard_writer(tmp_path, xs, [y[:30, None], y[30:, None]], folder="superconductor", prefix="superconductor")
+    ys = np.split(y[:, None], np.cumsum([15, 15, 10, 5])[:4])
+    shard_writer(tmp_path, xs, ys, folder="superconductor", prefix="superconductor")
     return tmp_path, np.concatenate(xs), y
+
+
+def test_superconductor_needs_its_five_shards(tmp_path, shard_writer):
+    x = np.zeros((4, 81), dtype=np.float32)
+    shard_writer(tmp_path, [x, x], [np.zeros((4, 1), np.float32)] * 2, folder="superconductor",
+                 prefix="superconductor")
+    with pytest.raises(BadDataError, match="has 5 shards"):
+        Task(SUPERCONDUCTOR, data_dir=tmp_path)
 
 
 def test_superconductor_loads(superconductor_dir):
@@ -83,15 +95,17 @@ def test_superconductor_loads(superconductor_dir):
     assert task.normalize_score(np.array([185.0]))[0] == pytest.approx(1.0)
 
 
-def test_design_bench_oracle_without_design_bench(superconductor_dir, monkeypatch):
-    root, x, _ = superconductor_dir
+def test_design_bench_oracle_without_design_bench(tmp_path, shard_writer, monkeypatch):
+    x = np.random.default_rng(0).normal(size=(20, 5)).astype(np.float32)
+    shard_writer(tmp_path, [x], [np.arange(20, dtype=np.float32)[:, None]], folder="hopper_controller",
+                 prefix="hopper_controller")
     # `import design_bench` fails whether or not it is installed.
     monkeypatch.setitem(sys.modules, "design_bench", None)
-    task = Task(SUPERCONDUCTOR, data_dir=root)
+    task = Task(HOPPER, data_dir=tmp_path)
     with pytest.raises(RuntimeError, match="pip install") as err:
         task.score(x[:2])
     message = str(err.value)
-    assert "design-bench" in message and SUPERCONDUCTOR in message
+    assert "design-bench" in message and HOPPER in message
     with pytest.raises(RuntimeError, match="design-bench"):
         _ = task.oracle
 
@@ -99,7 +113,7 @@ def test_design_bench_oracle_without_design_bench(superconductor_dir, monkeypatc
 def test_non_finite_continuous_designs_are_bad_data(tmp_path, shard_writer):
     x = np.zeros((4, 81), dtype=np.float32)
     x[2, 5] = np.nan
-    shard_writer(tmp_path, [x], [np.arange(4, dtype=np.float32)[:, None]], folder="superconductor",
-                 prefix="superconductor")
+    shard_writer(tmp_path, [x], [np.arange(4, dtype=np.float32)[:, None]], folder="hopper_controller",
+                 prefix="hopper_controller")
     with pytest.raises(BadDataError, match=r"1 rows of x hold NaN or inf \(first rows: \[2\]\)"):
-        Task(SUPERCONDUCTOR, data_dir=tmp_path)
+        Task(HOPPER, data_dir=tmp_path)

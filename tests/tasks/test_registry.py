@@ -58,9 +58,9 @@ def test_score_range_is_increasing(name):
     [
         ("TFBind8-Exact-v0", 0.0, 1.0, 0, 50, "exact"),
         ("TFBind10-Exact-v0", -1.8585268, 2.1287067, 0, 50, "exact"),
-        ("Superconductor-RandomForest-v0", 0.00021, 185.0, 0, 80, "design_bench"),
-        ("AntMorphology-Exact-v0", -386.90036, 590.24445, 0, 40, "design_bench"),
-        ("DKittyMorphology-Exact-v0", -880.4585, 340.90985, 0, 40, "design_bench"),
+        ("Superconductor-RandomForest-v0", 0.00021, 185.0, 0, 80, "random_forest"),
+        ("AntMorphology-Exact-v0", -386.90036, 590.24445, 0, 40, "mujoco"),
+        ("DKittyMorphology-Exact-v0", -880.4585, 340.90985, 0, 40, "mujoco"),
         ("HopperController-Exact-v0", 87.93491, 1361.6106, 0, 100, "design_bench"),
         ("GFP-Transformer-v0", 1.2834193, 4.123109, 50, 60, "design_bench"),
         ("UTR-ResNet-v0", 0.0, 12.0, 0, 50, "design_bench"),
@@ -73,6 +73,14 @@ def test_spec_constants_match_design_bench_registration(name, y_min, y_max, lo, 
     assert spec.oracle == oracle
 
 
+def test_oracle_files_where_design_bench_reads_them():
+    # ApproximateOracle.get_disk_resource: "{dataset.name}/{oracle.name}.zip" with dataset.name
+    # "superconductor/superconductor"; the morphology oracles' DiskResource("<folder>/<robot>_oracle.pkl").
+    assert get_spec("Superconductor-RandomForest-v0").oracle_file == "superconductor/random_forest.zip"
+    assert get_spec("AntMorphology-Exact-v0").oracle_file == "ant_oracle.pkl"
+    assert get_spec("DKittyMorphology-Exact-v0").oracle_file == "dkitty_oracle.pkl"
+
+
 def test_tfbind_layout_and_best_visible():
     t8, t10 = get_spec("TFBind8-Exact-v0"), get_spec("TFBind10-Exact-v0")
     assert (t8.folder, t8.prefix, t8.num_classes, t8.best_visible) == ("tf_bind_8-SIX6_REF_R1", "tf_bind_8", 4, 0.439)
@@ -82,7 +90,11 @@ def test_tfbind_layout_and_best_visible():
 
 @pytest.mark.parametrize("name", DESIGN_BENCH_TASKS)
 def test_full_dataset_size_where_known(name):
-    known = {"TFBind8-Exact-v0": (1, 65_792), "TFBind10-Exact-v0": (84, 8_321_066)}
+    # The continuous tasks' shard files: SUPERCONDUCTOR_FILES (5), ANT_MORPHOLOGY_FILES and
+    # DKITTY_MORPHOLOGY_FILES (1 each) in design_bench/datasets/continuous/*_dataset.py.
+    known = {"TFBind8-Exact-v0": (1, 65_792), "TFBind10-Exact-v0": (84, 8_321_066),
+             "Superconductor-RandomForest-v0": (5, None), "AntMorphology-Exact-v0": (1, None),
+             "DKittyMorphology-Exact-v0": (1, None)}
     spec = get_spec(name)
     assert (spec.num_shards, spec.num_rows) == known.get(name, (None, None))
 
