@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-Activation = Literal["relu", "leaky_relu", "tanh", "swish"]
+Activation = Literal["relu", "leaky_relu", "tanh", "swish", "softplus"]
 Init = Literal["torch", "glorot"]
 
 _ACTIVATIONS = {
@@ -25,6 +25,8 @@ _ACTIVATIONS = {
     "leaky_relu": lambda x: F.leaky_relu(x, 0.3),
     "tanh": torch.tanh,
     "swish": F.silu,
+    # Keras' "softplus", log(1 + e^x), RoMA's (torch turns linear above 20: the same to float32 rounding).
+    "softplus": F.softplus,
 }
 
 
@@ -34,6 +36,7 @@ _ACTIVATION_GRADS = {
     "leaky_relu": lambda z: 0.3 + 0.7 * (z > 0).to(z.dtype),
     "tanh": lambda z: 1 - torch.tanh(z) ** 2,
     "swish": lambda z: torch.sigmoid(z) * (1 + z * (1 - torch.sigmoid(z))),
+    "softplus": torch.sigmoid,
 }
 
 

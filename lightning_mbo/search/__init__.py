@@ -13,6 +13,7 @@ from lightning_mbo.search.contract import (
     StepHook,
 )
 from lightning_mbo.search.gradient import AscentResult, gradient_ascent
+from lightning_mbo.search.mins import MINs
 from lightning_mbo.search.reinforce import Reinforce
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "BOqEI",
     "CbAS",
     "CMAES",
+    "MINs",
     "Reinforce",
     "SearchData",
     "SearchObjective",

@@ -1,0 +1,66 @@
+"""RoMA's pre-training under data parallelism: 2 CPU processes (Lightning ``strategy="ddp"``,
+gloo) train exactly as 1 process does on the same global batches.
+
+Each rank takes half of every global batch of 128. The NLL-raising weight steps use the gradient
+averaged over the ranks (``Surrogate._reduce``), so both ranks perturb the weights alike, as one
+process does on the whole batch; Lightning's DDP averages the outer gradient, and IGNITE's norm is
+the global batch's. The final weights (and λ) must equal the 1-process run's on both ranks. No
+input noise (see ``roma_ddp_worker.py``), float64, one epoch of 6 batches.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+WORKER = Path(__file__).with_name("roma_ddp_worker.py")
+
+
+def _load_worker():
+    spec = importlib.util.spec_from_file_location("roma_ddp_worker", WORKER)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def ddp_runs(tmp_path_factory) -> Path:
+    """One launch of 2 DDP processes that train every case: ``<dir>/<case>/rank<r>.pt``."""
+    out = tmp_path_factory.mktemp("roma_ddp")
+    launcher_vars = ("MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "GLOBAL_RANK")
+    env = {k: v for k, v in os.environ.items() if k not in launcher_vars}
+    env["PYTHONWARNINGS"] = "ignore"
+    proc = subprocess.run([sys.executable, str(WORKER), "--devices", "2", "--out", str(out)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"DDP run failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    return out
+
+
+@pytest.mark.parametrize("case", ["plain", "ignite"])
+def test_two_process_ddp_matches_one_process(ddp_runs: Path, tmp_path: Path, case: str) -> None:
+    worker = _load_worker()
+    worker.train(1, tmp_path, case)
+    single = torch.load(tmp_path / "rank0.pt")
+    ranks = [torch.load(ddp_runs / case / f"rank{r}.pt") for r in (0, 1)]
+    assert single["world_size"] == 1 and all(r["world_size"] == 2 for r in ranks)
+    assert single["batches"] == ranks[0]["batches"] == 6
+    if case == "ignite":
+        assert abs(float(single["state_dict"]["constraint.lmbda"][0]) - 1e-3) > 1e-2  # λ moved
+    for r, run in enumerate(ranks):
+        assert run["state_dict"].keys() == single["state_dict"].keys()
+        for k, v in single["state_dict"].items():
+            torch.testing.assert_close(run["state_dict"][k], v, rtol=1e-10, atol=1e-12, msg=f"{k}, rank {r}")
