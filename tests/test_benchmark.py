@@ -127,9 +127,9 @@ def test_a_job_resumes_from_its_last_checkpoint(tmp_path: Path, monkeypatch) -> 
     from lightning_mbo.dispatch import FitJob  # noqa: PLC0415
 
     monkeypatch.chdir(REPO)
-    base = ["fit", "--config", "configs/tfbind8/ens_mean.yaml", *TINY, f"--trainer.logger.init_args.save_dir={tmp_path}",
-            "--trainer.logger.init_args.name=", "--trainer.logger.init_args.version=",
-            "--trainer.enable_progress_bar=false"]
+    base = ["fit", "--config", "configs/tfbind8/ens_mean.yaml", *TINY,
+            f"--trainer.logger.init_args.save_dir={tmp_path}", "--trainer.logger.init_args.name=",
+            "--trainer.logger.init_args.version=", "--trainer.enable_progress_bar=false"]
     FitJob(base, str(tmp_path), "first")()
     assert (tmp_path / "checkpoints" / "last.ckpt").exists()
     job = FitJob([*base, "--trainer.max_epochs=2"], str(tmp_path), "second")()  # e.g. requeued after a pre-emption

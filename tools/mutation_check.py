@@ -52,6 +52,12 @@ BENCH = "lightning_mbo/benchmark.py"
 T_MENTORING = "tests/functional/test_mentoring.py"
 T_SURROGATE = "tests/methods/test_surrogate.py"
 T_SCALE = "tests/test_scale.py"
+COMS, T_COMS = "lightning_mbo/methods/coms.py", "tests/methods/test_coms.py"
+CBAS_F = "lightning_mbo/functional/cbas.py"
+ROMA_F, T_ROMA = "lightning_mbo/functional/roma.py", "tests/methods/test_roma.py"
+COTEACH, T_COTEACH = "lightning_mbo/functional/coteaching.py", "tests/functional/test_coteaching.py"
+MINS_F = "lightning_mbo/functional/mins.py"
+MORPH_ENV, T_MORPH = "lightning_mbo/tasks/morphing_env.py", "tests/tasks/test_morphology.py"
 
 MUTANTS: tuple[Mutant, ...] = (
     Mutant("soft_label_ascent", "soft-label step (paper Eq. 9) ascends the outer MSE, in both backends", (
@@ -126,6 +132,76 @@ MUTANTS: tuple[Mutant, ...] = (
         Edit("lightning_mbo/functional/dual.py", "new = lmbda.detach() + lr * violation",
              "new = lmbda.detach() - lr * violation"),
     ), ("tests/functional/test_dual.py",)),
+    # --- COMs, CbAS, RoMA, ICT, MINs, the continuous tasks' oracles--------------------------------------------
+    Mutant("coms_alpha_sign", "COMs' α falls when the over-estimation gap exceeds its limit", (
+        Edit(COMS, "dual_objective(alpha, gap - self.hparams.overestimation_limit)",
+             "dual_objective(alpha, self.hparams.overestimation_limit - gap)"),
+    ), (T_COMS,)),
+    Mutant("coms_negatives_descend", "COMs' negatives descend the model instead of climbing it", (
+        Edit("lightning_mbo/functional/coms.py", "x = (x + lr * grad).detach()", "x = (x - lr * grad).detach()"),
+    ), ("tests/functional/test_coms.py", T_COMS)),
+    Mutant("cbas_exceedance_is_cdf", "CbAS weights by P(y < γ) instead of P(y > γ)", (
+        Edit(CBAS_F, "return 1.0 - normal.cdf(", "return normal.cdf("),
+    ), ("tests/functional/test_cbas.py", "tests/search/test_cbas.py")),
+    Mutant("cbas_ratio_inverted", "CbAS's importance ratio q/p instead of p/q", (
+        Edit(CBAS_F, "return (log_p - log_q).exp()", "return (log_q - log_p).exp()"),
+    ), ("tests/functional/test_cbas.py",)),
+    Mutant("roma_step_ascends", "RoMA's weight step climbs its objective", (
+        Edit(ROMA_F, "return [w - step * (a / (n + eps)) * g", "return [w + step * (a / (n + eps)) * g"),
+    ), ("tests/functional/test_roma.py", T_ROMA)),
+    Mutant("roma_region_not_halved", "RoMA's trust region divided by region, not 2·region", (
+        Edit(ROMA_F, "return mean - (mean - start_mean) ** 2 / (2 * region)",
+             "return mean - (mean - start_mean) ** 2 / region"),
+    ), ("tests/functional/test_roma.py",)),
+    Mutant("roma_perturbation_kept", "RoMA's weight perturbation is never removed", (
+        Edit("lightning_mbo/methods/roma.py", "torch._foreach_sub_(perturbed, perturbation)", "pass"),
+    ), (T_ROMA,)),
+    Mutant("coteaching_no_exchange", "ICT's students train on their own small-loss picks, not their peer's", (
+        Edit(COTEACH, "return small_loss_indices(losses, n).flip(-2)", "return small_loss_indices(losses, n)"),
+    ), (T_COTEACH,)),
+    Mutant("meta_weight_ascent", "ICT's sample weights step up the meta gradient", (
+        Edit(COTEACH, "(weights - beta * unit.clamp(-clip, clip))", "(weights + beta * unit.clamp(-clip, clip))"),
+    ), (T_COTEACH,)),
+    Mutant("ict_released_loss_is_fixed", "ICT's released (Σw)(Σℓ)/n broadcast replaced by Σwℓ/n", (
+        Edit(COTEACH, "        return weights.sum(-1) * losses.sum(-1) / n",
+             "        return (weights * losses).sum(-1) / n"),
+    ), (T_COTEACH,)),
+    Mutant("ict_path_from_worst", "ICT's fine-tuning path starts at the worst design", (
+        Edit("lightning_mbo/methods/ict.py", "start = x[y.argmax()]", "start = x[y.argmin()]"),
+    ), ("tests/methods/test_ict.py",)),
+    Mutant("ant_forward_sign", "the Ant's forward reward has the wrong sign", (
+        Edit(MORPH_ENV, "forward_reward = (x_after - x_before) / dt", "forward_reward = (x_before - x_after) / dt"),
+    ), (T_MORPH,)),
+    Mutant("legs_not_clipped", "morphology designs are not clipped to the legs' bounds", (
+        Edit("lightning_mbo/tasks/morphology.py",
+             "return np.clip(x.reshape(len(x), n_legs, fields), self.robot.lower, self.robot.upper)",
+             "return x.reshape(len(x), n_legs, fields)"),
+    ), (T_MORPH,)),
+    Mutant("policy_no_relu", "the morphology policy loses its second ReLU", (
+        Edit("lightning_mbo/tasks/morphing_policy.py", "h = np.maximum(0.0, w2 @ h + b2)", "h = w2 @ h + b2"),
+    ), (T_MORPH,)),
+    Mutant("mins_condition_ignored", "MINs' generator ignores the score it is conditioned on", (
+        Edit("lightning_mbo/generative/gan.py", "e = self.embed(y.reshape(-1, 1).to(a))",
+             "e = self.embed(0 * y.reshape(-1, 1).to(a))"),
+    ), ("tests/search/test_mins.py",)),
+    Mutant("mins_penalty_not_one", "MINs' gradient penalty pulls the critic's gradient norm to 0, not 1", (
+        Edit(MINS_F, "return (1.0 - grad.flatten(1).norm(dim=-1)) ** 2", "return grad.flatten(1).norm(dim=-1) ** 2"),
+    ), ("tests/functional/test_mins.py",)),
+    Mutant("mins_weights_unclipped", "MINs' sample weights not clipped at 5", (
+        Edit(MINS_F, ".clamp(0.0, max_weight)", ".clamp(0.0)"),
+    ), ("tests/functional/test_mins.py",)),
+    Mutant("mins_sampled_at_min", "MINs samples its designs at the worst score", (
+        Edit("lightning_mbo/search/mins.py", "final = encode(sample(exploit, y.max(), n))",
+             "final = encode(sample(exploit, y.min(), n))"),
+    ), ("tests/search/test_mins.py",)),
+    Mutant("forest_x_unscaled", "the Superconductor forest's designs not divided by their std", (
+        Edit("lightning_mbo/tasks/forest.py", "z = (x - self.norm.x_mean) / self.norm.x_std",
+             "z = x - self.norm.x_mean"),
+    ), ("tests/tasks/test_superconductor.py",)),
+    Mutant("download_keeps_by_existence", "data download keeps present files without checking their checksum", (
+        Edit("lightning_mbo/tasks/download.py", "        if checksum_ok(local, remote):",
+             "        if local.is_file():"),
+    ), ("tests/tasks/test_download.py",)),
 )
 
 
