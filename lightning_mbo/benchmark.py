@@ -111,8 +111,20 @@ def run_grid(
     rows: list[dict[str, Any]] = []
     for run, seed, result_file in planned:
         rows += [{**row, "run": run.name, "seed": seed} for row in load_rows(result_file)]
-    write_table(rows, out, label)
+    span = _wall_time([result_file.parent for _, _, result_file in planned])
+    write_table(rows, out, f"{label}\n\n{span}" if label and span else label or span)
     return rows
+
+
+def _wall_time(run_dirs: list[Path]) -> str:
+    """``grid wall time: ...`` from the first run's start to the last run's end (their ``grid_job.json``)."""
+    jobs = [read_job(d) for d in run_dirs]
+    times = [(j["started"], j["finished"]) for j in jobs if "started" in j]
+    if not times:
+        return ""
+    seconds = max(t[1] for t in times) - min(t[0] for t in times)
+    return (f"grid wall time: {seconds / 60:.0f} min from the first run's start to the last run's end "
+            f"({len(times)} of {len(run_dirs)} runs timed; a grid resumed later counts the pause)")
 
 
 def _fit_args(run: Run, seed: int, run_dir: Path, args: list[str] | None, replicates: int) -> list[str]:
