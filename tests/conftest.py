@@ -75,6 +75,19 @@ def tfbind10_of_any_size(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
+def tfbind10_every_design(tmp_path: Path, tfbind10_of_any_size: None) -> Path:
+    """A data folder standing in for TFBind10: every 10-mer once, scored by its share of class 3
+    plus a small periodic term, in design-bench's layout (the exact oracle scores only designs of
+    its table, so methods that propose new sequences need all of them)."""
+    data = tmp_path / "tfbind10_data"
+    keys = np.arange(4**10)
+    designs = ((keys[:, None] // 4 ** np.arange(9, -1, -1)) % 4).astype(np.int32)
+    score = (designs == 3).mean(-1, dtype=np.float32)[:, None] + np.float32(0.01) * (keys % 7)[:, None]
+    write_shards(data, [designs], [score.astype(np.float32)])
+    return data
+
+
+@pytest.fixture
 def shard_writer() -> ShardWriter:
     """:func:`write_shards`, for tests that build their own shards."""
     return write_shards

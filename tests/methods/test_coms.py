@@ -119,6 +119,13 @@ def test_quick_fit_of_each_config(config, quick_fit):
         assert len(row["ignite"]["lambda"]) == 1
 
 
+@pytest.mark.parametrize("config", ["tfbind10/coms.yaml", "tfbind10/coms_ignite.yaml"])
+def test_quick_fit_of_each_tfbind10_config(config, quick_fit, tfbind10_every_design):
+    _, row = quick_fit(config, *SMALL, "--data.data_dir", str(tfbind10_every_design))
+    assert row["task"] == "TFBind10-Exact-v0" and row["ascent"]["lr"] == pytest.approx(2.0 * math.sqrt(30))  # 10.95
+    assert 0 < row["coms"]["alpha"][0]
+
+
 def test_same_seed_same_scores(quick_fit):
     _, a = quick_fit("tfbind8/coms_ignite.yaml", *SMALL)
     _, b = quick_fit("tfbind8/coms_ignite.yaml", *SMALL)

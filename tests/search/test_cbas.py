@@ -88,3 +88,10 @@ def test_cli_fit_with_cbas_on_tfbind8(config, quick_fit):
     assert row["num_candidates"] == 128 and 0.0 <= row["score_50th"] <= row["score_100th"] <= 1.0
     if "ignite" in config:
         assert len(row["ignite"]["lambda"]) == 5  # one per member: the VAEs are not constrained
+
+
+@pytest.mark.parametrize("config", ["tfbind10/cbas.yaml", "tfbind10/cbas_ignite.yaml"])
+def test_cli_fit_with_cbas_on_tfbind10(config, quick_fit, tfbind10_every_design):
+    _, row = quick_fit(config, *QUICK, "--data.data_dir", str(tfbind10_every_design))
+    assert row["task"] == "TFBind10-Exact-v0" and row["ascent"]["offline_epochs"] == 1
+    assert 0.0 <= row["score_50th"] <= row["score_100th"] <= 1.0

@@ -13,7 +13,6 @@ from lightning_mbo.search import MINs, SearchData
 from lightning_mbo.search.mins import WeightedGAN
 from lightning_mbo.tasks import from_logits, to_logits
 from lightning_mbo.validation import SettingsError
-from tests.conftest import write_shards
 
 L, C = 4, 4
 #: Every sequence of length 4 over 4 classes; the true score is the number of 3s (optimum 3333).
@@ -185,15 +184,9 @@ def test_cli_fit_tfbind8_and_ignite_leaves_the_faithful_designs_unchanged(quick_
 
 
 @pytest.mark.parametrize("config", ["tfbind10/mins.yaml", "tfbind10/mins_ignite.yaml"])
-def test_cli_fit_tfbind10(config, quick_fit, tmp_path, tfbind10_of_any_size) -> None:
-    """TFBind10 is not shipped: every 10-mer with a synthetic score, in design-bench's layout,
-    stands in (the exact oracle scores only designs of its table; MINs proposes new ones)."""
-    data = tmp_path / "data"
-    keys = np.arange(4**10)
-    designs = ((keys[:, None] // 4 ** np.arange(9, -1, -1)) % 4).astype(np.int32)
-    score = (designs == 3).mean(-1, dtype=np.float32)[:, None] + np.float32(0.01) * (keys % 7)[:, None]
-    write_shards(data, [designs], [score.astype(np.float32)])
-    run, row = quick_fit(config, *TINIER, "--data.data_dir", str(data))
+def test_cli_fit_tfbind10(config, quick_fit, tfbind10_every_design) -> None:
+    """TFBind10 is not shipped: every 10-mer with a synthetic score stands in (MINs proposes new designs)."""
+    run, row = quick_fit(config, *TINIER, "--data.data_dir", str(tfbind10_every_design))
     assert row["task"] == "TFBind10-Exact-v0" and row["method"].startswith("mins/grad_ascent")
     assert row["ascent"]["gan_epochs"] == 2  # the overlay's, over the config's 100
     assert np.load(run / "designs.npy").shape == (128, 10)
