@@ -74,6 +74,32 @@ def tfbind10_of_any_size(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(TASKS, name, replace(TASKS[name], num_shards=None, num_rows=None))
 
 
+def shipped_tfbind8(max_samples: int, dtype=None, **kwargs):
+    """An ``MBODataModule`` over the shipped TFBind8 (no developer data directory), ``max_samples``
+    rows at seed 0, with ``x`` and ``y`` cast to ``dtype`` when given."""
+    from lightning_mbo.data import MBODataModule  # noqa: PLC0415
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv(io.DATA_DIR_ENV, raising=False)
+        mp.setattr(io, "design_bench_data_dir", lambda: None)
+        dm = MBODataModule(max_samples=max_samples, seed=0, **kwargs)
+    if dtype is not None:
+        dm.x, dm.y = dm.x.to(dtype), dm.y.to(dtype)
+    return dm
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for the test: small MLPs gain nothing from more, and on a busy 2-core
+    machine OpenMP's spinning threads make every step up to 100x slower."""
+    import torch  # noqa: PLC0415
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def tfbind10_every_design(tmp_path: Path, tfbind10_of_any_size: None) -> Path:
     """A data folder standing in for TFBind10: every 10-mer once, scored by its share of class 3

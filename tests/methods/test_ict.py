@@ -25,9 +25,9 @@ from lightning_mbo.functional.mentoring import predict_stacked
 from lightning_mbo.methods import ict as ict_module
 from lightning_mbo.methods.ict import ICT
 from lightning_mbo.search import SearchData, SearchSettings, gradient_ascent
-from lightning_mbo.tasks import io, subsample_indices
+from lightning_mbo.tasks import subsample_indices
 from lightning_mbo.validation import SettingsError
-from tests.conftest import read_result
+from tests.conftest import read_result, shipped_tfbind8
 
 REPO = Path(__file__).resolve().parents[2]
 F64 = torch.float64
@@ -36,22 +36,13 @@ SMALL = {"finetune_steps": 3, "neighbours": 16, "num_coteaching": 4, "alpha": 1e
 C = 4
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def dm() -> MBODataModule:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.delenv(io.DATA_DIR_ENV, raising=False)
-        mp.setattr(io, "design_bench_data_dir", lambda: None)
-        module = MBODataModule(max_samples=300, val_size=0.1, seed=0)
-    module.x, module.y = module.x.to(F64), module.y.to(F64)
-    return module
+    """300 shipped TFBind8 rows in float64."""
+    return shipped_tfbind8(300, F64, val_size=0.1)
 
 
 @pytest.fixture(scope="module")

@@ -33,14 +33,7 @@ from lightning_mbo.methods import Ignite, Surrogate, TriMentoring
 HIDDEN = (32, 32)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These 2x32 MLPs gain nothing from intra-op threads, and on a busy 2-core machine
-    OpenMP's spinning threads make every step up to 100x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --------------------------------------------------------------------------- helpers

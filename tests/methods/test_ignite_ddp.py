@@ -15,49 +15,30 @@ launcher re-executes the running script for the second rank, which must not be p
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from tests.methods.ddp_launch import launch, load_worker
+
 WORKER = Path(__file__).with_name("ignite_ddp_worker.py")
 CASES = ["finite_difference", "exact", "uneven"]
 
 
-def _load_worker():
-    spec = importlib.util.spec_from_file_location("ignite_ddp_worker", WORKER)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def ddp_runs(tmp_path_factory) -> Path:
     """One launch of 2 DDP processes that train every case: ``<dir>/<case>/rank<r>.pt``."""
     out = tmp_path_factory.mktemp("ddp")
-    launcher_vars = ("MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "GLOBAL_RANK")
-    env = {k: v for k, v in os.environ.items() if k not in launcher_vars}
-    env["PYTHONWARNINGS"] = "ignore"
-    cmd = [sys.executable, str(WORKER), "--devices", "2", "--out", str(out), "--cases", *CASES]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, f"DDP run failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    launch(WORKER, out, "--cases", *CASES)
     return out
 
 
 def _compare(ddp_runs: Path, tmp_path: Path, case: str) -> None:
-    worker = _load_worker()
+    worker = load_worker(WORKER)
     worker.train(1, tmp_path, case)
     single = torch.load(tmp_path / "rank0.pt")
     ranks = [torch.load(ddp_runs / case / f"rank{r}.pt") for r in (0, 1)]

@@ -24,9 +24,8 @@ from lightning_mbo.data.datamodule import MBODataModule
 from lightning_mbo.methods.ignite import Ignite
 from lightning_mbo.methods.roma import RoMA
 from lightning_mbo.search import SearchSettings, gradient_ascent
-from lightning_mbo.tasks import io
 from lightning_mbo.validation import SettingsError
-from tests.conftest import distinct_designs, read_result, write_shards
+from tests.conftest import distinct_designs, read_result, shipped_tfbind8, write_shards
 
 REPO = Path(__file__).resolve().parents[2]
 F64 = torch.float64
@@ -35,23 +34,13 @@ C = 4  # candidates per replicate
 TOL = {"rtol": 1e-9, "atol": 1e-11}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def dm() -> MBODataModule:
     """300 shipped TFBind8 rows in float64."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.delenv(io.DATA_DIR_ENV, raising=False)
-        mp.setattr(io, "design_bench_data_dir", lambda: None)
-        data = MBODataModule(max_samples=300, val_size=20, batch_size=64, seed=0)
-    data.x, data.y = data.x.to(F64), data.y.to(F64)
-    return data
+    return shipped_tfbind8(300, F64, val_size=20, batch_size=64)
 
 
 def make_model(dm: MBODataModule, seed: int = 0, **kwargs: Any) -> RoMA:

@@ -32,8 +32,7 @@ from lightning_mbo.data.datamodule import MBODataModule
 from lightning_mbo.methods.trimentoring import TriMentoring
 from lightning_mbo.nn import member_module, member_params
 from lightning_mbo.search import SearchData, SearchSettings, gradient_ascent
-from lightning_mbo.tasks import io
-from tests.conftest import read_result
+from tests.conftest import read_result, shipped_tfbind8
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 F64 = torch.float64
@@ -50,23 +49,12 @@ TOL = {"rtol": 1e-9, "atol": 1e-11}
 # ----------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is as fast, and far faster when other processes load the CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tfbind8(max_samples: int, dtype: torch.dtype = torch.float32, **kwargs: Any) -> MBODataModule:
-    """The shipped TFBind8 (no developer data directory), ``x`` and ``y`` cast to ``dtype``."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.delenv(io.DATA_DIR_ENV, raising=False)
-        mp.setattr(io, "design_bench_data_dir", lambda: None)
-        dm = MBODataModule(max_samples=max_samples, val_size=0.1, seed=0, **kwargs)
-    dm.x, dm.y = dm.x.to(dtype), dm.y.to(dtype)
-    return dm
+    """The shipped TFBind8, 90/10 split, ``x`` and ``y`` cast to ``dtype``."""
+    return shipped_tfbind8(max_samples, dtype, val_size=0.1, **kwargs)
 
 
 @pytest.fixture(scope="module")
