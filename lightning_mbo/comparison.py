@@ -82,7 +82,8 @@ def format_headline(stats: dict[str, Any]) -> str:
     def pct(v: float | None) -> str:
         return "-" if v is None else f"{v:+.2f}%"
 
-    return (f"{stats['cases']} cases: {stats['improved']} improved (mean {pct(stats['mean_gain'])}, peak "
+    cases = f"{stats['cases']} case" + ("" if stats["cases"] == 1 else "s")
+    return (f"{cases}: {stats['improved']} improved (mean {pct(stats['mean_gain'])}, peak "
             f"{pct(stats['peak_gain'])}), {stats['unchanged']} unchanged, {stats['decreased']} decreased (mean "
             f"{pct(stats['mean_loss'])}, at most {pct(stats['worst_loss'])})")
 
