@@ -25,7 +25,7 @@ from jsonargparse import CLI
 
 from lightning_mbo.comparison import format_comparison
 from lightning_mbo.dispatch import Executor, FitJob, read_job, run_jobs
-from lightning_mbo.results import atomic_write, load_rows
+from lightning_mbo.results import MOVEMENT_KEYS, UNMOVED_BELOW, atomic_write, load_rows, row_flags
 from lightning_mbo.validation import SettingsError, check_range
 
 #: Published 100th-percentile numbers by (task, method): re-runs of the released code over 8 seeds,
@@ -194,12 +194,36 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             values = [v for r in group if "ignite" in r for v in r["ignite"][key]]
             entry[f"ignite_{key}_min"] = float(min(values)) if values else None
             entry[f"ignite_{key}_max"] = float(max(values)) if values else None
+        for key in MOVEMENT_KEYS:
+            values = [r[key] for r in group if r.get(key) is not None]
+            entry[f"{key}_mean"] = float(np.mean(values)) if values else None
+        entry["flags"] = "; ".join(dict.fromkeys(_cell_flags(entry, group)))
         starts = [r["start_score_100th"] for r in group if "start_score_100th" in r]
         entry["start_score_100th"] = float(np.mean(starts)) if starts else None
         entry["best_visible"] = group[0]["best_visible"]
         entry["published_100th"] = PUBLISHED.get((task, group[0]["method"]), "")
         table.append(entry)
     return table
+
+
+def _cell_flags(entry: dict[str, Any], group: list[dict[str, Any]]) -> list[str]:
+    """A cell's flags: "did not move" on the mean share of moved candidates, then each run's own
+    searcher flags (once each)."""
+    moved = entry.get("moved_fraction_mean")
+    flags = [] if moved is None or moved >= UNMOVED_BELOW else [f"did not move ({100 * moved:.0f}% moved)"]
+    for row in group:
+        flags += [f for f in row_flags(row) if not f.startswith("did not move")]
+    return flags
+
+
+def _movement(entry: dict[str, Any]) -> str:
+    """A cell's movement figures: ``95% / 1.78 / 16%`` (moved, mean distance to the nearest start, in data)."""
+    if entry.get("moved_fraction_mean") is None:
+        return "-"
+    dist = entry.get("hamming_mean_mean")
+    dist = entry.get("l2_mean_mean") if dist is None else dist
+    return (f"{100 * entry['moved_fraction_mean']:.0f}% / {'-' if dist is None else f'{dist:.2f}'} "
+            f"/ {100 * entry['in_data_fraction_mean']:.0f}%")
 
 
 def _range(entry: dict[str, Any], key: str) -> str:
@@ -217,15 +241,16 @@ def _provenance() -> str:
     return f"machine: {device}, {torch.get_num_threads()} threads; torch {torch.__version__}; commit {commit}"
 
 
-def format_table(table: list[dict[str, Any]], label: str = "") -> str:
-    """The Markdown table of :func:`summarize`'s entries, with the machine and commit."""
+def format_table(table: list[dict[str, Any]], label: str = "", machine: str | None = None) -> str:
+    """The Markdown table of :func:`summarize`'s entries, with the machine and commit (``machine``:
+    the line of the machine the runs ran on; default this one's)."""
     md = ["# Normalised scores (mean ± std over runs)", ""]
     if label:
         md += [label, ""]
-    md += [_provenance(), ""]
+    md += [machine or _provenance(), ""]
     md += ["| task | run | method | seeds | runs | 100th | 80th | 50th | starting designs 100th | published 100th "
-           "| D(best) | λ end | ρ‖∇h‖ end | wall s / run |",
-           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+           "| D(best) | moved / distance / in data | λ end | ρ‖∇h‖ end | wall s / run | flags |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for e in table:
         start = "-" if e["start_score_100th"] is None else f"{e['start_score_100th']:.3f}"
         md.append(
@@ -233,16 +258,69 @@ def format_table(table: list[dict[str, Any]], label: str = "") -> str:
             f"| {e['score_100th_mean']:.3f} ± {e['score_100th_std']:.3f} "
             f"| {e['score_80th_mean']:.3f} ± {e['score_80th_std']:.3f} "
             f"| {e['score_50th_mean']:.3f} ± {e['score_50th_std']:.3f} | {start} "
-            f"| {e['published_100th'] or '-'} | {e['best_visible']:.3f} "
-            f"| {_range(e, 'lambda')} | {_range(e, 'rho_grad_norm')} | {e['wall_seconds_mean']:.1f} |"
+            f"| {e['published_100th'] or '-'} | {e['best_visible']:.3f} | {_movement(e)} "
+            f"| {_range(e, 'lambda')} | {_range(e, 'rho_grad_norm')} | {e['wall_seconds_mean']:.1f} "
+            f"| {e.get('flags') or '-'} |"
         )
+    md += ["", MOVEMENT_NOTE]
     return "\n".join(md) + "\n"
 
 
-def write_table(rows: list[dict[str, Any]], out: Path, label: str = "") -> None:
-    """Write ``table.md``, ``table.csv`` and ``table.png`` into ``out`` (atomically)."""
+#: Under every table: how to read the movement column.
+MOVEMENT_NOTE = ("moved / distance / in data: share of final designs that are none of the starting designs, their "
+                 "mean distance to the nearest start (Hamming positions for discrete tasks, normalised L2 for "
+                 "continuous ones) and the share already in the visible dataset, means over runs; a cell whose "
+                 f"candidates moved less than {100 * UNMOVED_BELOW:.0f}% is flagged \"did not move\": its score is "
+                 "the starting designs', not the search's.")
+
+#: Per-run fields kept in ``runs.csv``, from which a table is made again without re-running.
+RUN_FIELDS = ("task", "run", "method", "seed", "replicate", "score_100th", "score_80th", "score_50th",
+              "start_score_100th", "start_score_80th", "start_score_50th", "best_visible", *MOVEMENT_KEYS,
+              "mean_predicted_start", "mean_predicted_final", "flags", "ignite_lambda", "ignite_rho_grad_norm",
+              "fit_seconds", "ascent_seconds", "wall_seconds", "commit")
+
+
+def run_record(row: dict[str, Any]) -> dict[str, Any]:
+    """One row of ``runs.csv``: the row's scalar fields, its flags joined by ``; ``, IGNITE's end λ and
+    ρ‖∇h‖ over members joined by spaces."""
+    out = {k: row.get(k) for k in RUN_FIELDS}
+    out["flags"] = "; ".join(row_flags(row))
+    for key in ("lambda", "rho_grad_norm"):
+        values = (row.get("ignite") or {}).get(key)
+        out[f"ignite_{key}"] = " ".join(repr(float(v)) for v in values) if values else None
+    return out
+
+
+def read_runs(path: Path) -> list[dict[str, Any]]:
+    """The rows of a ``runs.csv`` (:func:`run_record`), numbers parsed, as :func:`summarize` takes them."""
+    rows = []
+    with open(path, newline="") as f:
+        for rec in csv.DictReader(f):
+            row: dict[str, Any] = {}
+            for key, text in rec.items():
+                if text in ("", None):
+                    continue
+                if key in ("task", "run", "method", "commit"):
+                    row[key] = text
+                elif key == "flags":
+                    row["search_diagnostics"] = {"flags": [f for f in text.split("; ") if not f.startswith(
+                        "did not move")]}
+                elif key.startswith("ignite_"):
+                    row.setdefault("ignite", {})[key.removeprefix("ignite_")] = [float(v) for v in text.split()]
+                elif key in ("seed", "replicate"):
+                    row[key] = int(text)
+                else:
+                    row[key] = float(text)
+            rows.append(row)
+    return rows
+
+
+def write_table(rows: list[dict[str, Any]], out: Path, label: str = "", machine: str | None = None) -> None:
+    """Write ``table.md``, ``table.csv``, ``table.png`` and ``runs.csv`` (every run's row, from which
+    the table can be made again: ``python -m lightning_mbo results <out>``) into ``out`` (atomically)."""
     table = summarize(rows)
-    text = format_table(table, label)
+    machine = machine or _provenance()
+    text = format_table(table, label, machine)
     comparison = format_comparison(table)
     if comparison:
         text += "\n" + comparison
@@ -253,6 +331,14 @@ def write_table(rows: list[dict[str, Any]], out: Path, label: str = "") -> None:
         writer.writeheader()
         writer.writerows(table)
     atomic_write(out / "table.csv", lambda f: f.write(buf.getvalue().encode()))
+    runs = io.StringIO()
+    writer = csv.DictWriter(runs, fieldnames=list(RUN_FIELDS))
+    writer.writeheader()
+    writer.writerows(run_record(r) for r in rows)
+    atomic_write(out / "runs.csv", lambda f: f.write(runs.getvalue().encode()))
+    atomic_write(out / "machine.txt", lambda f: f.write(machine.encode()))
+    if label:
+        atomic_write(out / "label.txt", lambda f: f.write(label.encode()))
     _plot(table, out / "table.png")
 
 
@@ -294,15 +380,30 @@ def collect(folder: str, output_dir: str | None = None, label: str = "") -> list
     Returns:
         The rows found.
     """
-    files = sorted(Path(folder).rglob("results.json"))
-    if not files:
-        raise SettingsError(f"no results.json below {folder}: point it at a folder of runs, e.g. logs")
-    rows = [{**row, "run": row["method"]} for f in files for row in load_rows(f)]
+    root = Path(folder)
+    files = sorted(root.rglob("results.json"))
+    if files:
+        rows = [{**row, "run": _run_name(f.relative_to(root), row)} for f in files for row in load_rows(f)]
+        source, machine = f"{len(files)} results.json files below {folder}", None
+    elif (root / "runs.csv").is_file():
+        rows = read_runs(root / "runs.csv")
+        saved = root / "label.txt"
+        source = saved.read_text() if saved.is_file() else f"{len(rows)} runs of {root / 'runs.csv'}"
+        machine = (root / "machine.txt").read_text().strip() if (root / "machine.txt").is_file() else None
+    else:
+        raise SettingsError(f"no results.json below {folder} and no runs.csv in it: point it at a folder of runs, "
+                            "e.g. logs, or at a grid's output folder")
     if output_dir:
-        write_table(rows, Path(output_dir), label)
+        write_table(rows, Path(output_dir), label or source, machine)
     table = summarize(rows)
-    print(format_table(table, label or f"{len(files)} results.json files below {folder}") + format_comparison(table))
+    print(format_table(table, label or source, machine) + format_comparison(table))
     return rows
+
+
+def _run_name(relative: Path, row: dict[str, Any]) -> str:
+    """A run's name in a table: the grid's name for it (``<run>/seed_<s>/results.json``), else its method."""
+    parts = relative.parts
+    return parts[0] if len(parts) == 3 and parts[1].startswith("seed_") else row["method"]
 
 
 def collect_main(args: list[str] | None = None) -> int:

@@ -24,7 +24,16 @@ from typing import IO, Any
 
 import numpy as np
 
-__all__ = ["atomic_write", "commit", "load_rows", "provenance", "save_json", "save_npy", "versions"]
+__all__ = ["MOVEMENT_KEYS", "UNMOVED_BELOW", "atomic_write", "commit", "load_rows", "movement_text", "provenance",
+           "row_flags", "save_json", "save_npy", "versions"]
+
+#: The movement figures a row carries (:mod:`lightning_mbo.functional.movement`): share of final
+#: designs that are no starting design, mean distance to the nearest start (Hamming positions for
+#: discrete tasks, normalised L2 for continuous ones), share already in the visible dataset.
+MOVEMENT_KEYS = ("moved_fraction", "hamming_mean", "l2_mean", "in_data_fraction")
+
+#: A search whose share of moved candidates is below this is flagged "did not move".
+UNMOVED_BELOW = 0.05
 
 
 def _umask() -> int:
@@ -105,3 +114,22 @@ def load_rows(path: Path) -> list[dict[str, Any]]:
         raise ValueError(f"{path} is not a lightning_mbo results.json (no 'rows')")
     commit_id = (data.get("provenance") or {}).get("commit")
     return [{**row, "commit": commit_id} for row in data["rows"]]
+
+
+def movement_text(row: dict[str, Any]) -> str:
+    """The row's movement figures in words: ``moved 97% (Hamming 2.41), 3% in data``."""
+    if "moved_fraction" not in row:
+        return "movement not recorded"
+    dist = (f"Hamming {row['hamming_mean']:.2f}" if "hamming_mean" in row
+            else f"L2 {row.get('l2_mean', float('nan')):.3g}")
+    return f"moved {100 * row['moved_fraction']:.0f}% ({dist}), {100 * row['in_data_fraction']:.0f}% in data"
+
+
+def row_flags(row: dict[str, Any]) -> list[str]:
+    """What a reader of the row must know: a search whose candidates did not move (fewer than
+    :data:`UNMOVED_BELOW` of them differ from every starting design), and the searcher's own flags."""
+    flags = []
+    if "moved_fraction" in row and row["moved_fraction"] < UNMOVED_BELOW:
+        flags.append(f"did not move ({100 * row['moved_fraction']:.0f}% of candidates differ from the starts)")
+    flags += list((row.get("search_diagnostics") or {}).get("flags", []))
+    return flags

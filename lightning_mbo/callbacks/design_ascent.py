@@ -23,7 +23,7 @@ from lightning_mbo.callbacks.tensorboard import (
     write_layout,
 )
 from lightning_mbo.functional.metrics import score_percentiles
-from lightning_mbo.results import provenance, save_json, save_npy
+from lightning_mbo.results import MOVEMENT_KEYS, movement_text, provenance, row_flags, save_json, save_npy
 from lightning_mbo.search import (
     AscentOptimizer,
     AscentResult,
@@ -182,16 +182,21 @@ class DesignAscent(Callback):
         was_training = pl_module.training
         pl_module.eval()
         objective = pl_module.search_objective(x0[mine], data, mine, total)
+        with torch.no_grad():
+            # The prediction at the training data's top, next to the final one: extrapolation shows.
+            start_pred = objective.score(x0[mine]).detach()
         if self.searcher is None:
             result = gradient_ascent(x0[mine], objective.score, settings.steps, settings.lr, settings.optimizer,
                                      objective.before_step)
         else:
             result = self._search(x0[mine], objective, data, mine, seed or 0)
         pl_module.train(was_training)
-        x, traj = result.x, result.trajectory
+        x, traj, diagnostics = result.x, result.trajectory, result.diagnostics
         if world > 1:
             x = trainer.strategy.all_gather(x).reshape(total, -1)
             traj = trainer.strategy.all_gather(traj).permute(1, 0, 2).reshape(traj.shape[0], total)
+            start_pred = trainer.strategy.all_gather(start_pred).reshape(total)
+            diagnostics = _gather_diagnostics(diagnostics, world, len(mine))
         ascent_seconds = time.perf_counter() - t0
         # trainer.log_dir is a collective under DDP: every rank asks for it.
         out = Path(self.output_dir) if self.output_dir else Path(trainer.log_dir or trainer.default_root_dir)
@@ -202,11 +207,14 @@ class DesignAscent(Callback):
         scores = datamodule.score(designs)
         normalized = datamodule.normalize_score(scores)
         pred = datamodule.denormalize_y(traj.float().cpu())  # (steps + 1, total), raw score units
+        pred_start = datamodule.denormalize_y(start_pred.float().cpu())
         task = datamodule.task
         # The unmodified starting designs, scored by the oracle: what search must beat.
         start = score_percentiles(datamodule.normalize_score(datamodule.score(task.top_k(self.num_candidates)[0])))
+        blocks = np.split(np.arange(total), reps)
+        moved = datamodule.movement(x, designs, blocks, self.num_candidates)
         rows = []
-        for r, idx in enumerate(np.split(np.arange(total), reps)):
+        for r, idx in enumerate(blocks):
             rows.append({
                 "task": task.name,
                 "method": self._method_name(pl_module),
@@ -218,7 +226,10 @@ class DesignAscent(Callback):
                 "oracle": task.oracle_info["kind"],
                 "num_candidates": self.num_candidates,
                 "ascent": self._record(settings),
+                "mean_predicted_start": float(pred_start[idx].mean()),
                 "mean_predicted_final": float(pred[-1, idx].mean()),
+                **moved[r],
+                "search_diagnostics": _replicate_diagnostics(diagnostics, idx, total),
                 **pl_module.method_summary(r),
                 "fit_seconds": fit_seconds,
                 "ascent_seconds": ascent_seconds,
@@ -239,7 +250,8 @@ class DesignAscent(Callback):
             print(
                 f"{task.name} {row['method']}{which}: normalised "
                 f"score 100th {row['score_100th']:.3f}, 80th {row['score_80th']:.3f}, 50th {row['score_50th']:.3f} "
-                f"(starting designs {start['score_100th']:.3f}, D(best) {task.best_visible:.3f}); results in {out}",
+                f"(starting designs {start['score_100th']:.3f}, D(best) {task.best_visible:.3f}); "
+                f"{movement_text(row)}{''.join(f'; {flag}' for flag in row_flags(row))}; results in {out}",
                 flush=True,
             )
         return results
@@ -252,6 +264,7 @@ class DesignAscent(Callback):
         step = trainer.global_step
         final = {f"design/{k}": float(np.mean([r[k] for r in rows]))
                  for k in rows[0] if k.startswith(("score_", "start_score_"))}
+        final.update({f"design/{k}": float(np.mean([r[k] for r in rows])) for k in MOVEMENT_KEYS if k in rows[0]})
         final["time/wall_seconds"] = float(np.mean([r["wall_seconds"] for r in rows]))
         if "ignite" in rows[0]:
             final["ignite/lambda_end"] = float(np.mean([v for r in rows for v in r["ignite"]["lambda"]]))
@@ -283,6 +296,29 @@ class DesignAscent(Callback):
                 for t, v in enumerate(values):
                     exp.add_scalar(f"design/{name}", v, t)
             logger.save()
+
+
+def _replicate_diagnostics(diagnostics: dict[str, Any], idx: np.ndarray, total: int) -> dict[str, Any]:
+    """One replicate's share of a search's diagnostics: per-candidate lists (length ``total``) cut
+    to the replicate's candidates ``idx``, everything else as is."""
+    return {k: [v[i] for i in idx] if isinstance(v, list) and len(v) == total and k != "flags" else v
+            for k, v in diagnostics.items()}
+
+
+def _gather_diagnostics(diagnostics: dict[str, Any], world: int, local: int) -> dict[str, Any]:
+    """Every process's diagnostics as one: per-candidate lists (``local`` entries on each process)
+    concatenated in rank order (the candidates' order), flags merged, other values rank 0's."""
+    import torch.distributed as dist  # noqa: PLC0415
+
+    parts: list[dict[str, Any]] = [{} for _ in range(world)]
+    dist.all_gather_object(parts, diagnostics)
+    out = dict(parts[0])
+    for key, value in parts[0].items():
+        if key == "flags":
+            out[key] = sorted({flag for p in parts for flag in p.get(key, [])})
+        elif isinstance(value, list) and len(value) == local:
+            out[key] = [item for p in parts for item in p.get(key, [])]
+    return out
 
 
 def _seed(trainer: pl.Trainer, datamodule) -> int | None:

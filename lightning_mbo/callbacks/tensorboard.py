@@ -21,6 +21,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 from lightning_mbo.functional.metrics import spearman
+from lightning_mbo.results import movement_text, row_flags
 
 __all__ = ["LAYOUT", "LEGEND", "curated_hparams", "log_run", "results_markdown", "scatter", "write_layout"]
 
@@ -35,6 +36,8 @@ LAYOUT: dict[str, dict[str, list[Any]]] = {
     "design search": {
         "predicted score along the search (raw units)": ["Multiline", [r"^design/predicted_(mean|max)$"]],
         "final and starting designs (normalised)": ["Multiline", [r"^design/(start_)?score_\d+th$"]],
+        "did the search move? (share moved, share in data)": ["Multiline",
+                                                               [r"^design/(moved|in_data)_fraction$"]],
     },
 }
 
@@ -51,6 +54,9 @@ LEGEND = """\
 | `design/start_score_<q>th` | the same for the unmodified starting designs: the bar to beat |
 | `design/predicted_mean`, `_max` | the surrogate's prediction (raw units) at each search step |
 | `design/predicted_vs_oracle` | final designs: predicted vs oracle score, both normalised |
+| `design/moved_fraction` | share of final designs that are none of the starting designs (below 5%: "did not move") |
+| `design/hamming_mean`, `_l2_mean` | mean distance to the nearest start: positions (discrete), normalised L2 |
+| `design/in_data_fraction` | share of final designs already in the visible dataset |
 | `ignite/lambda_end`, `ignite/rho_grad_norm_end` | λ and ρ‖∇h‖ (moving average) when training ended |
 """
 
@@ -132,11 +138,16 @@ def scatter(predicted: np.ndarray, oracle: np.ndarray, best_visible: float | Non
 
 
 def results_markdown(rows: list[dict[str, Any]]) -> str:
-    """The run's rows as a Markdown table (one line per replicate)."""
-    lines = ["| replicate | 100th | 80th | 50th | starting designs 100th | D(best) | search |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    """The run's rows as a Markdown table (one line per replicate), with how far the search moved,
+    the predicted scores at the start and the end, and the flags a reader must see."""
+    lines = ["| replicate | 100th | 80th | 50th | starting designs 100th | D(best) | movement "
+             "| predicted start → final (raw) | flags | search |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         best = "-" if r["best_visible"] is None else f"{r['best_visible']:.3f}"
+        pred = (f"{r['mean_predicted_start']:.3g} → {r['mean_predicted_final']:.3g}"
+                if "mean_predicted_start" in r else "-")
         lines.append(f"| {r['replicate']} | {r['score_100th']:.3f} | {r['score_80th']:.3f} | {r['score_50th']:.3f} "
-                     f"| {r['start_score_100th']:.3f} | {best} | {r['ascent']} |")
+                     f"| {r['start_score_100th']:.3f} | {best} | {movement_text(r)} | {pred} "
+                     f"| {'; '.join(row_flags(r)) or '-'} | {r['ascent']} |")
     return "\n".join(lines)

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 
+from lightning_mbo.functional.movement import continuous_movement, discrete_movement
 from lightning_mbo.search.contract import SearchData
 from lightning_mbo.tasks.encoding import zscore_stats
 from lightning_mbo.tasks.task import Encoding, OracleNormalization, Subsample, Task
@@ -247,6 +248,24 @@ class MBODataModule(pl.LightningDataModule):
                           integers=self.task.encoding == "integers",
                           encode=lambda designs: self.normalize_x(self.task.encode(designs)),
                           decode=lambda z: torch.as_tensor(self.decode(z)))
+
+    def movement(self, z: Tensor, designs: np.ndarray, blocks: list[np.ndarray], k: int) -> list[dict[str, float]]:
+        """How far each block of final designs moved from the ``k`` starting designs, and how many are
+        already visible rows (:mod:`lightning_mbo.functional.movement`): one dict per block.
+
+        Args:
+            z: ``(n, input_dim)`` the final designs, normalised.
+            designs: the same designs decoded (raw).
+            blocks: indices of each replicate's candidates.
+            k: how many starting designs the search began from.
+        """
+        starts = self.task.top_k(k)[0]
+        visible = self.task.visible_designs()
+        if self.task.is_discrete:
+            return [discrete_movement(designs[b], starts, visible) for b in blocks]
+        z = z.detach().float().cpu()
+        starts_z, visible_z = (self.normalize_x(self.task.encode(a)) for a in (starts, visible))
+        return [continuous_movement(z[b], starts_z, visible_z) for b in blocks]
 
     def normalize_x(self, features: Tensor) -> Tensor:
         return (features - self.x_mean.to(features)) / self.x_std.to(features)

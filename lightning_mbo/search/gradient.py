@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -25,11 +26,15 @@ class AscentResult:
         x: ``(N, D)`` final designs.
         trajectory: ``(steps + 1, N)`` objective of every candidate before each step and at the end.
         stats: the per-step statistics the hook returned, one list (one value per step) per name.
+        diagnostics: what the search did, for results: a list with one entry per candidate (in
+            candidate order) is split by replicate, any other value is reported as is; ``flags``
+            (a list of short strings) marks what a reader must know (e.g. a policy that never moved).
     """
 
     x: Tensor
     trajectory: Tensor
     stats: dict[str, list[float]] = field(default_factory=dict)
+    diagnostics: dict[str, Any] = field(default_factory=dict)
 
 
 def gradient_ascent(

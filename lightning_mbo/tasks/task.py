@@ -189,6 +189,11 @@ class Task:
             return from_logits(z).numpy().astype(self.x_all.dtype)
         return z.numpy().astype(self.x_all.dtype)
 
+    def visible_designs(self) -> np.ndarray:
+        """Every raw design of the visible split (before any ``max_samples`` subsample): the dataset
+        design-bench makes visible, against which a search's final designs are checked for novelty."""
+        return self.x_all[visible_indices(self.y_all, self.spec.min_percentile, self.spec.max_percentile)]
+
     def top_k(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` visible designs with the highest score, best first, and their scores."""
         order = np.argsort(-self.y, kind="stable")[:k]
