@@ -74,6 +74,10 @@ class Surrogate(pl.LightningModule):
         embedding: ``[C, E]``: the members embed each of a discrete design's classes in ``E``
             dimensions before their first layer, as design-baselines' REINFORCE members
             (``[4, 256]``); needs ``--data.encoding integers``. ``null``: continuous features.
+        adam_eps: Adam's epsilon. Default torch's 1e-8 (the PyTorch methods built on this class);
+            the design-baselines configs set Keras' 1e-7, as the released TF2 code builds
+            ``tf.keras.optimizers.Adam`` for every surrogate (GA, Ens, CMA-ES, BO-qEI, REINFORCE,
+            CbAS, MINs).
     """
 
     #: Each member draws its own train/validation split (handed to the datamodule's ``connect``).
@@ -95,6 +99,7 @@ class Surrogate(pl.LightningModule):
         select_best: bool = False,
         replicates: int = 1,
         embedding: Sequence[int] | None = None,
+        adam_eps: float = 1e-8,
     ) -> None:
         super().__init__()
         # Lightning collects the arguments of every __init__ in the call stack, so a subclass's
@@ -110,6 +115,8 @@ class Surrogate(pl.LightningModule):
             check_range("hidden widths (--model.init_args.hidden)", width, 1)
         check_range("lr (--model.init_args.lr)", lr, 0, strict=True, hint="a learning rate of 0 trains nothing")
         check_range("weight_decay (--model.init_args.weight_decay)", weight_decay, 0)
+        check_range("adam_eps (--model.init_args.adam_eps)", adam_eps, 0, strict=True)
+        self.adam_eps = adam_eps  # kept outside hparams: subclasses that fix it leave it out of theirs
         check_choice("lr_schedule", lr_schedule, LrSchedule)
         self.replicates = replicates
         members = members * replicates  # every network of every replicate, stacked
@@ -175,7 +182,8 @@ class Surrogate(pl.LightningModule):
 
     # --- training -------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
-        opt = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        opt = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay,
+                               eps=self.adam_eps)
         if self.hparams.lr_schedule == "cosine":
             t_max = self.trainer.max_epochs if self._trainer is not None else 1
             if t_max is None or t_max < 1:
