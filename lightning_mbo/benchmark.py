@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import json
 import platform
 import subprocess
 import sys
@@ -369,35 +370,51 @@ def main(args: list[str] | None = None) -> int:
     return 0
 
 
-def collect(folder: str, output_dir: str | None = None, label: str = "") -> list[dict[str, Any]]:
-    """Every ``results.json`` below ``folder``, as one table: mean ± std by task and method.
+def collect(folders: list[str], output_dir: str | None = None, label: str = "") -> list[dict[str, Any]]:
+    """The runs of one or more folders, as one table: mean ± std by task and method, and the
+    with/without-IGNITE comparison over every task they hold.
+
+    Each folder is read for the ``results.json`` files below it; a folder without any (a grid's
+    committed output) is read from its ``runs.csv``, so a table is made again without re-running.
 
     Args:
-        folder: where to look (recursively), e.g. ``logs``.
-        output_dir: also write ``table.md``, ``table.csv`` and ``table.png`` there.
-        label: a line under the table's title.
+        folders: where to look (recursively), e.g. ``logs``, or grids' output folders.
+        output_dir: also write ``table.md``, ``table.csv``, ``table.png`` and ``runs.csv`` there.
+        label: a line under the table's title (default: where the runs came from).
 
     Returns:
         The rows found.
     """
-    root = Path(folder)
-    files = sorted(root.rglob("results.json"))
-    if files:
-        rows = [{**row, "run": _run_name(f.relative_to(root), row)} for f in files for row in load_rows(f)]
-        source, machine = f"{len(files)} results.json files below {folder}", None
-    elif (root / "runs.csv").is_file():
-        rows = read_runs(root / "runs.csv")
-        saved = root / "label.txt"
-        source = saved.read_text() if saved.is_file() else f"{len(rows)} runs of {root / 'runs.csv'}"
-        machine = (root / "machine.txt").read_text().strip() if (root / "machine.txt").is_file() else None
-    else:
-        raise SettingsError(f"no results.json below {folder} and no runs.csv in it: point it at a folder of runs, "
-                            "e.g. logs, or at a grid's output folder")
+    rows: list[dict[str, Any]] = []
+    sources, machines = [], []
+    for folder in folders:
+        found, source, machine = _read_folder(Path(folder))
+        rows += found
+        sources.append(source)
+        machines += [machine] if machine else []
+    source = "\n\n".join(sources)
+    machine = "\n\n".join(dict.fromkeys(machines)) or None
     if output_dir:
         write_table(rows, Path(output_dir), label or source, machine)
     table = summarize(rows)
     print(format_table(table, label or source, machine) + format_comparison(table))
     return rows
+
+
+def _read_folder(root: Path) -> tuple[list[dict[str, Any]], str, str | None]:
+    """One folder's rows, a line saying where they came from, and the machine line they were run on."""
+    files = sorted(root.rglob("results.json"))
+    if files:
+        rows = [{**row, "run": _run_name(f.relative_to(root), row)} for f in files for row in load_rows(f)]
+        return rows, f"{len(files)} results.json files below {root}", None
+    if (root / "runs.csv").is_file():
+        rows = read_runs(root / "runs.csv")
+        saved = root / "label.txt"
+        source = saved.read_text() if saved.is_file() else f"{len(rows)} runs of {root / 'runs.csv'}"
+        machine = (root / "machine.txt").read_text().strip() if (root / "machine.txt").is_file() else None
+        return rows, source, machine
+    raise SettingsError(f"no results.json below {root} and no runs.csv in it: point it at a folder of runs, "
+                        "e.g. logs, or at a grid's output folder")
 
 
 def _run_name(relative: Path, row: dict[str, Any]) -> str:
@@ -407,6 +424,12 @@ def _run_name(relative: Path, row: dict[str, Any]) -> str:
 
 
 def collect_main(args: list[str] | None = None) -> int:
-    """``python -m lightning_mbo results logs/``."""
+    """``python -m lightning_mbo results FOLDER [FOLDER ...] [--output_dir DIR] [--label TEXT]``."""
+    args = list(sys.argv[1:] if args is None else args)
+    folders = []
+    while args and not args[0].startswith("-"):
+        folders.append(args.pop(0))
+    if folders:
+        args = [json.dumps(folders), *args]
     CLI(collect, args=args)
     return 0

@@ -59,7 +59,7 @@ def test_runs_csv_gives_the_same_table_without_rerunning(tmp_path: Path, capsys)
     again.mkdir()
     for name in ("runs.csv", "label.txt", "machine.txt"):
         (again / name).write_bytes((tmp_path / "grid" / name).read_bytes())
-    benchmark.collect(str(again), output_dir=str(again))
+    benchmark.collect([str(again)], output_dir=str(again))
     assert (again / "table.md").read_text() == (tmp_path / "grid" / "table.md").read_text()
     assert (again / "table.csv").read_text() == (tmp_path / "grid" / "table.csv").read_text()
     assert "cma_es: stopped far away" in (again / "table.md").read_text()
@@ -67,4 +67,4 @@ def test_runs_csv_gives_the_same_table_without_rerunning(tmp_path: Path, capsys)
 
 def test_results_of_an_empty_folder_is_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(benchmark.SettingsError, match="no runs.csv"):
-        benchmark.collect(str(tmp_path))
+        benchmark.collect([str(tmp_path)])
