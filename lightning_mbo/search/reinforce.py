@@ -20,8 +20,17 @@ The released discrete code has a broadcasting bug (``mode="released"``, the fait
 the per-position log-probabilities ``[B, L]`` are indexed to ``[B, 1, L]`` and multiplied by the
 advantages ``[B, 1]``, which broadcasts to ``[B, B, L]``; the mean of that is ``mean(log π) ·
 mean(A)``, whose gradient vanishes because the standardised advantages sum to zero. The policy
-therefore stays at its starting frequencies. ``mode="fixed"`` sums each sample's log-probability
-over positions and weights it by its own advantage.
+therefore stays at its starting frequencies. The bug entered design-baselines in commit aaee3a3
+(2021-06-01, "updating experiments for db submission"); numbers published from that code on
+match ``released``. ``mode="fixed"`` sums each sample's log-probability over positions and
+weights it by its own advantage. The policy's Adam is Keras' (epsilon 1e-7), as released.
+
+Diagnostics (:attr:`~lightning_mbo.search.gradient.AscentResult.diagnostics`), per candidate
+(its block's policy): the largest change of a policy parameter over training, the logits and
+probabilities of the discrete policy (``policy_max_abs_logit_change``,
+``policy_max_abs_prob_change``; finite logits only) or the continuous policy's mean
+(``policy_max_abs_mean_change``); a policy that did not move (a change under
+:data:`UNMOVED`) is flagged.
 
 Plain torch; no Lightning.
 """
@@ -29,7 +38,7 @@ Plain torch; no Lightning.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -37,9 +46,14 @@ from torch import Tensor
 from lightning_mbo.search.blocks import block_scorer, blocks
 from lightning_mbo.search.contract import SearchData, Searcher
 from lightning_mbo.search.gradient import AscentResult
+from lightning_mbo.search.report import per_candidate, rounded
 from lightning_mbo.validation import SettingsError, check_choice, check_range
 
 Mode = Literal["released", "fixed"]
+#: A policy whose parameters changed by less than this over training is reported as unmoved.
+UNMOVED = 1e-6
+#: Keras Adam's epsilon (the released policy optimizer is ``tf.keras.optimizers.Adam``).
+ADAM_EPS = 1e-7
 
 
 def reinforce_loss(log_prob: Tensor, advantage: Tensor, mode: Mode = "fixed") -> Tensor:
@@ -112,20 +126,38 @@ class Reinforce(Searcher):
         """
         if data.discrete and (data.encode is None or data.decode is None or data.num_classes is None):
             raise SettingsError("reinforce on a discrete task needs its encoding (SearchData.encode/decode)")
-        xs, trajectories = [], []
+        xs, trajectories, moves = [], [], []
         for b, start in enumerate(blocks(x0.shape[0], num_candidates, "reinforce")):
             gen = torch.Generator().manual_seed(seed * 1_000 + b)
             scored = block_scorer(score, x0, start, num_candidates)
             top = x0[start:start + num_candidates].detach()
             run = self._discrete if data.discrete else self._continuous
-            x, traj = run(top, scored, data, num_candidates, gen)
+            x, traj, moved = run(top, scored, data, num_candidates, gen)
             xs.append(x)
             trajectories.append(traj.unsqueeze(1).expand(-1, num_candidates))
-        return AscentResult(torch.cat(xs).to(x0), torch.cat(trajectories, dim=1).to(x0))
+            moves.append(moved)
+        return AscentResult(torch.cat(xs).to(x0), torch.cat(trajectories, dim=1).to(x0),
+                            diagnostics=self._diagnostics(moves, num_candidates, data.discrete))
+
+    def _diagnostics(self, moves: list[dict[str, float]], n: int, discrete: bool) -> dict[str, Any]:
+        """Each block's policy change on its candidates' entries, and a flag when a policy did not move."""
+        out: dict[str, Any] = {k: per_candidate([rounded(m[k]) for m in moves], n) for k in moves[0]}
+        key = "policy_max_abs_prob_change" if discrete else "policy_max_abs_mean_change"
+        change = max(m[key] for m in moves)
+        flags = []
+        if change < UNMOVED:
+            what = "|Δp|" if discrete else "|Δ mean|"
+            flag = f"reinforce: the policy did not move (max {what} {change:.1g} over {self.iterations} updates)"
+            if discrete and self.mode == "released":
+                flag += ("; released mode: design-baselines' broadcasting bug (since aaee3a3, 2021-06-01), the "
+                         "samples follow the top designs' class frequencies")
+            flags.append(flag)
+        out["flags"] = flags
+        return out
 
     def _train(self, params: list[Tensor], sample: Callable[[int], tuple[Tensor, Tensor]],
                score: Callable[[Tensor], Tensor], batch: int, joint: bool) -> list[float]:
-        opt = torch.optim.Adam(params, lr=self.lr)
+        opt = torch.optim.Adam(params, lr=self.lr, eps=ADAM_EPS)
         means = []
         for _ in range(self.iterations):
             x, log_prob = sample(batch)
@@ -140,7 +172,7 @@ class Reinforce(Searcher):
         return means
 
     def _discrete(self, top: Tensor, score: Callable[[Tensor], Tensor], data: SearchData, n: int,
-                  gen: torch.Generator) -> tuple[Tensor, Tensor]:
+                  gen: torch.Generator) -> tuple[Tensor, Tensor, dict[str, float]]:
         designs = data.decode(top).long()  # (128, L)
         k = data.num_classes
         counts = torch.nn.functional.one_hot(designs, k).sum(0).double()  # (L, k)
@@ -152,15 +184,20 @@ class Reinforce(Searcher):
             log_prob = torch.log_softmax(logits, -1).gather(1, draws.T).T  # (m, L)
             return data.encode(draws).to(top), log_prob
 
+        start = logits.detach().clone()
         means = self._train([logits], sample, score, self.batch or 256, joint=False)
         final, _ = sample(n)
         with torch.no_grad():
             means.append(float(score(final).double().mean()))
-        return final, torch.tensor(means)
+            finite = start.isfinite()
+            moved = {"policy_max_abs_logit_change": float((logits - start)[finite].abs().max()),
+                     "policy_max_abs_prob_change": float((logits.softmax(-1) - start.softmax(-1)).abs().max())}
+        return final, torch.tensor(means), moved
 
     def _continuous(self, top: Tensor, score: Callable[[Tensor], Tensor], data: SearchData, n: int,
-                    gen: torch.Generator) -> tuple[Tensor, Tensor]:
+                    gen: torch.Generator) -> tuple[Tensor, Tensor, dict[str, float]]:
         mean = top.mean(0).double().clone().requires_grad_(True)
+        start = mean.detach().clone()
 
         def sample(m: int) -> tuple[Tensor, Tensor]:
             noise = torch.randn((m, mean.shape[0]), generator=gen, dtype=mean.dtype)
@@ -172,4 +209,4 @@ class Reinforce(Searcher):
         final, _ = sample(n)
         with torch.no_grad():
             means.append(float(score(final).double().mean()))
-        return final, torch.tensor(means)
+        return final, torch.tensor(means), {"policy_max_abs_mean_change": float((mean.detach() - start).abs().max())}

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
-from lightning_mbo.search import CMAES
+from lightning_mbo.search import CMAES, SearchData
 from lightning_mbo.tasks import to_logits
 from lightning_mbo.validation import SettingsError
 
 pytest.importorskip("cma")
 
+CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "tfbind8"
 CENTRE = 0.5  # the synthetic quadratic task's optimum: x = 0.5 * ones(D)
 
 
@@ -64,6 +67,56 @@ def test_each_candidate_is_scored_as_itself() -> None:
 
     out = CMAES(iterations=80).search(torch.zeros(2, 2), per_candidate, candidate_ids=torch.arange(2), seed=0)
     assert torch.allclose(out.x, centres, atol=1e-3)
+
+
+def test_diagnostics_report_each_strategys_stop_iterations_and_distance() -> None:
+    """On the quadratic every strategy uses its whole budget (``maxiter``, not flagged); the reported
+    distances and largest |z| are those of the returned points. On a flat surrogate cma's own
+    rules stop every strategy early, and the flag says so."""
+    x0 = torch.empty(8, 6).uniform_(-2, 2, generator=torch.Generator().manual_seed(0))
+    data = SearchData(x0, quadratic(x0), False)
+    out = CMAES(iterations=30).search(x0, quadratic, data, candidate_ids=torch.arange(8), seed=0)
+    diag = out.diagnostics
+    assert diag["stop"] == ["maxiter"] * 8 and diag["iterations"] == [30] * 8
+    torch.testing.assert_close(torch.tensor(diag["distance_from_start"]), (out.x - x0).norm(dim=1))
+    torch.testing.assert_close(torch.tensor(diag["max_abs_z"]), out.x.abs().max(1).values)
+    assert diag["data_max_abs_z"] == pytest.approx(float(x0.abs().max()))
+    assert diag["flags"] == []  # the optimum 0.5 is inside [-2, 2]; nothing stopped early
+
+    flat = CMAES().search(x0, lambda x: torch.zeros(len(x)), data, candidate_ids=torch.arange(8), seed=0)
+    stops, its = flat.diagnostics["stop"], flat.diagnostics["iterations"]
+    assert "maxiter" not in stops and max(its) < 100
+    stopped = [f for f in flat.diagnostics["flags"] if "strategies stopped by" in f]
+    assert sum(int(f.split(": ")[1].split("/")[0]) for f in stopped) == 8
+    assert any(f"after {min(its)}" in f for f in stopped)
+
+
+def test_far_away_points_are_flagged() -> None:
+    """An unbounded (linear) surrogate: the strategies run off, and the flag counts the returned
+    points beyond the data's largest |z|, as computed here."""
+    x0 = torch.empty(6, 4).uniform_(-1, 1, generator=torch.Generator().manual_seed(1))
+    data = SearchData(x0, x0.sum(-1), False)
+    out = CMAES(iterations=40).search(x0, lambda x: x.sum(-1), data, candidate_ids=torch.arange(6), seed=0)
+    beyond = int((out.x.abs().max(1).values > x0.abs().max()).sum())
+    assert beyond >= 1
+    (flag,) = [f for f in out.diagnostics["flags"] if "outside the data" in f]
+    assert flag.startswith(f"cma_es: {beyond}/6 returned points")
+    assert max(out.diagnostics["distance_from_start"]) > 10  # 40 iterations of a growing step size
+
+
+def test_members_train_with_keras_adam_epsilon() -> None:
+    """The released members are trained by tf.keras.optimizers.Adam (epsilon 1e-7): the configs say so
+    and the optimizer gets it."""
+    import yaml  # noqa: PLC0415
+
+    from lightning_mbo.methods import Surrogate  # noqa: PLC0415
+
+    for name in ("cma_es", "cma_es_ignite"):
+        args = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())["model"]["init_args"]
+        assert args["adam_eps"] == 1e-7
+        opt = Surrogate(24, members=2, hidden=[8], adam_eps=args["adam_eps"]).configure_optimizers()
+        assert opt.param_groups[0]["eps"] == 1e-7
+    assert Surrogate(24, hidden=[8]).configure_optimizers().param_groups[0]["eps"] == 1e-8  # torch's, by default
 
 
 @pytest.mark.parametrize("bad", [{"iterations": 0}, {"sigma": 0.0}, {"popsize": 1}])

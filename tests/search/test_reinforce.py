@@ -57,6 +57,11 @@ def test_fixed_mode_finds_a_tiny_discrete_optimum() -> None:
     hits = (decode(out.x) == target).all(-1).float().mean()
     assert hits >= 0.75, hits
     assert out.trajectory[-1, 0] > out.trajectory[0, 0]
+    # From 1/4 per class to >= 3/4 of samples on the target: a probability moved by more than 0.4.
+    change = out.diagnostics["policy_max_abs_prob_change"]
+    assert len(change) == 8 and len(set(change)) == 1 and change[0] > 0.4
+    assert out.diagnostics["policy_max_abs_logit_change"][0] > 1.0
+    assert out.diagnostics["flags"] == []
 
 
 def test_released_mode_keeps_the_starting_frequencies() -> None:
@@ -72,6 +77,14 @@ def test_released_mode_keeps_the_starting_frequencies() -> None:
     # whose target is 0, to all zeros and the others towards 1).
     share = (final == 0).float().mean(0)
     assert torch.all((share - 0.75).abs() < 0.06), share
+    diag = searcher.search(encode(starts), score, data, num_candidates=512, seed=0).diagnostics
+    assert max(diag["policy_max_abs_prob_change"]) < 1e-6 and len(diag["policy_max_abs_prob_change"]) == 512
+    (flag,) = diag["flags"]
+    assert "did not move" in flag and "aaee3a3, 2021-06-01" in flag
+    # The same policy under the fixed loss moves: the flag is about the released loss, not the budget.
+    fixed = Reinforce(iterations=50, batch=512, lr=0.1, mode="fixed").search(encode(starts), score, data,
+                                                                             num_candidates=512, seed=0)
+    assert min(fixed.diagnostics["policy_max_abs_prob_change"]) > 0.1 and fixed.diagnostics["flags"] == []
 
 
 def test_continuous_policy_moves_towards_the_quadratic_optimum() -> None:
@@ -84,6 +97,9 @@ def test_continuous_policy_moves_towards_the_quadratic_optimum() -> None:
     data = SearchData(torch.zeros(1, 6), torch.zeros(1), False)
     out = Reinforce(iterations=300, batch=256).search(starts, quadratic, data, num_candidates=8, seed=0)
     assert (out.x.mean(0) - 0.5).abs().max() < 0.2
+    # The reported change of the policy's mean is where its samples went from -1 (σ 0.1, 8 samples).
+    (change,) = set(out.diagnostics["policy_max_abs_mean_change"])
+    assert abs(change - float((out.x.mean(0) + 1).abs().max())) < 0.15
     again = Reinforce(iterations=300, batch=256).search(starts, quadratic, data, num_candidates=8, seed=0)
     assert torch.equal(out.x, again.x)
 
