@@ -9,7 +9,8 @@ member's tensors (per-member gradient norms, per-candidate proxy copies) slices 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from typing import Literal
 
 import torch
@@ -106,6 +107,18 @@ class StackedEmbedding(nn.Module):
     def __init__(self, members: int, num_classes: int, width: int) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.empty(members, num_classes, width).uniform_(-0.05, 0.05))
+        self._captured: list[Tensor] | None = None
+
+    @contextmanager
+    def capture_lookups(self) -> Iterator[list[Tensor]]:
+        """Within the block, every forward appends its looked-up vectors ``(M, B * L, E)`` (one row
+        per lookup, before flattening) to the yielded list: the inputs of the gradient TensorFlow
+        hands an embedding as ``IndexedSlices`` (used by IGNITE's released norm)."""
+        self._captured = []
+        try:
+            yield self._captured
+        finally:
+            self._captured = None
 
     def forward(self, x: Tensor) -> Tensor:
         """Map class ids ``(M, B, L)`` (integers, possibly stored as floats) to ``(M, B, L * E)``."""
@@ -115,6 +128,8 @@ class StackedEmbedding(nn.Module):
             raise ValueError(f"class ids must lie in [0, {self.weight.shape[1]}), got [{int(ids.min())}, "
                              f"{int(ids.max())}]")
         rows = torch.gather(self.weight, 1, ids.reshape(m, b * length, 1).expand(-1, -1, self.weight.shape[2]))
+        if self._captured is not None:
+            self._captured.append(rows)
         return rows.reshape(m, b, length * self.weight.shape[2])
 
 
@@ -154,6 +169,10 @@ class StackedMLP(nn.Module):
         self.layers = nn.ModuleList(
             StackedLinear(members, a, b, init=init) for a, b in zip(sizes[:-1], sizes[1:], strict=True)
         )
+
+    def capture_lookups(self):
+        """:meth:`StackedEmbedding.capture_lookups` of the embedding (an empty list without one)."""
+        return self.embed.capture_lookups() if self.embed is not None else nullcontext([])
 
     def forward(self, x: Tensor) -> Tensor:
         """Run every member.

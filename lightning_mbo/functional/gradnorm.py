@@ -28,7 +28,14 @@ has two implementations:
   ``scale_m H_m u_m``, the double-backward result, without a second backward pass);
 * :func:`norm_gradient_finite_difference`: what the authors ran. With
   ``u = ∇h/||∇h||``, ``H u ≈ (∇h(ω + r·u) − ∇h(ω)) / r`` (error ``O(r)``); the parameter
-  shift is undone afterwards by copying saved values back.
+  shift is undone afterwards, bit for bit.
+
+Members whose input is an embedding: the released TensorFlow code receives the embedding
+table's gradient as ``IndexedSlices`` (one row per lookup, repeated ids NOT summed), so its
+``tf.linalg.global_norm`` is ``sqrt(Σ_lookups ||∂h/∂e_l||² + Σ_other ||∇h||²)`` with ``e_l`` the
+looked-up vectors, while its shift ``ω + r·∇h/norm`` uses the dense gradient (duplicates
+summed). Both modes take a ``norm_fn`` for that: the norm of ``u`` and of the constraint is
+``norm_fn``'s, the direction is the dense gradient (:func:`lookup_sq_norms`).
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ __all__ = [
     "constraint_violation",
     "norm_penalty_term",
     "grad_h",
+    "lookup_sq_norms",
     "member_norms",
     "member_views",
     "norm_gradient_finite_difference",
@@ -49,6 +57,8 @@ __all__ = [
 
 #: Averages a list of per-parameter tensors over data-parallel ranks (``None``: one process).
 Reduce = Callable[[list[Tensor]], list[Tensor]]
+#: Per-member norms ``(M,)`` of a (reduced) per-parameter gradient list (``None``: :func:`member_norms`).
+NormFn = Callable[[list[Tensor]], Tensor]
 
 
 def _members_of(tensors: Sequence[Tensor]) -> int:
@@ -91,27 +101,52 @@ def _inverse_norms(norms: Tensor) -> Tensor:
     return torch.where(positive, 1.0 / torch.where(positive, norms, torch.ones_like(norms)), 0.0)
 
 
-def member_norms(grads: Sequence[Tensor]) -> Tensor:
+def member_norms(grads: Sequence[Tensor], extra_sq: Tensor | None = None) -> Tensor:
     """Per-member L2 norm over all parameter slices together.
 
-    ``norms[m] = sqrt(Σ_k ||grads[k][m]||²)``, the norm ``||∇_ω h_m||`` of IGNITE when
-    ``grads`` is the output of :func:`grad_h`.
+    ``norms[m] = sqrt(Σ_k ||grads[k][m]||² + extra_sq[m])``, the norm ``||∇_ω h_m||`` of IGNITE
+    when ``grads`` is the output of :func:`grad_h`. Taken per tensor (one norm per member and
+    tensor, then the norm of those norms), without concatenating the gradients.
 
     The square root is guarded: a member whose squared norm is exactly 0 gets norm 0 and a
     zero (not NaN) derivative, so the result is safe to differentiate through (double backward).
 
     Args:
         grads: tensors of shapes ``(M, ...)``, all with the same leading ``M``.
+        extra_sq: ``(M,)`` squared norms to add (e.g. :func:`lookup_sq_norms`); ``None``: none.
 
     Returns:
         ``(M,)`` norms, in the dtype of the tensors.
     """
-    members = _members_of(grads)
-    flat = torch.cat([g.reshape(members, -1) for g in grads], dim=1)
-    sq = (flat * flat).sum(dim=1)
+    grads = list(grads)
+    members = _members_of(grads) if grads else (None if extra_sq is None else extra_sq.shape[0])
+    if members is None:
+        raise ValueError("expected at least one tensor")
+    parts = [torch.linalg.vector_norm(g.reshape(members, -1), dim=1).square() for g in grads]
+    if extra_sq is not None:
+        parts.append(extra_sq)
+    sq = torch.stack(parts).sum(0)
     positive = sq > 0
     safe_sq = torch.where(positive, sq, torch.ones_like(sq))
     return torch.where(positive, safe_sq.sqrt(), torch.zeros_like(sq))
+
+
+def lookup_sq_norms(lookup_grads: Sequence[Tensor], members: int) -> Tensor:
+    """``Σ_lookups ||∂h_m/∂e_l||²`` per member: the released code's share of an embedding in ``||∇h||``.
+
+    ``tf.linalg.global_norm`` of an ``IndexedSlices`` gradient sums the squares of its rows, one
+    row per lookup: the gradients with respect to the looked-up vectors ``e_l`` (the embedding
+    layer's output), before the rows of a repeated id are summed into the dense table gradient.
+
+    Args:
+        lookup_grads: gradients with respect to looked-up vectors, shapes ``(M, ...)``.
+        members: ``M``.
+
+    Returns:
+        ``(M,)`` summed squares (zeros for an empty list).
+    """
+    sq = [torch.linalg.vector_norm(g.reshape(members, -1), dim=1).square() for g in lookup_grads]
+    return torch.stack(sq).sum(0) if sq else torch.zeros(members)
 
 
 def grad_h(
@@ -143,7 +178,8 @@ def grad_h(
     return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
 
 
-def norm_penalty_term(grads: Sequence[Tensor], scale: Tensor, reduce: Reduce | None = None) -> tuple[Tensor, Tensor]:
+def norm_penalty_term(grads: Sequence[Tensor], scale: Tensor, reduce: Reduce | None = None,
+                      norm_fn: NormFn | None = None) -> tuple[Tensor, Tensor]:
     """A scalar whose gradient is ``Σ_m scale_m ∇_ω ||∇h_m||``, for ONE backward with the data loss.
 
     With ``g`` the (reduced) gradient held fixed and ``u_m = g_m/||g_m||``, the term is
@@ -155,6 +191,10 @@ def norm_penalty_term(grads: Sequence[Tensor], scale: Tensor, reduce: Reduce | N
         grads: ``∇h`` per parameter, built with ``create_graph=True`` (see :func:`grad_h`).
         scale: ``(M,)`` weights, e.g. ``λ_m ρ``.
         reduce: data-parallel average of the gradients (``None``: one process).
+        norm_fn: the norm ``||g_m||`` of ``u_m = g_m/||g_m||`` and of the result (``None``:
+            :func:`member_norms`; the released embedding norm: see the module docstring). With
+            another norm the term's gradient is ``scale_m H_m g_m / norm_fn(g)_m``, the ``r -> 0``
+            limit of :func:`norm_gradient_finite_difference` with the same ``norm_fn``.
 
     Returns:
         ``(term, norms)``: the scalar and the ``(M,)`` norms ``||∇h_m||`` of the (global) gradient.
@@ -162,7 +202,7 @@ def norm_penalty_term(grads: Sequence[Tensor], scale: Tensor, reduce: Reduce | N
     g = [t.detach() for t in grads]
     if reduce is not None:
         g = reduce(g)
-    norms = member_norms(g)
+    norms = (norm_fn or member_norms)(g)
     inv = _inverse_norms(norms)
     dots = sum((t * gi).reshape(len(norms), -1).sum(1) for t, gi in zip(grads, g, strict=True))
     return (scale.to(norms) * inv * dots).sum(), norms
@@ -174,6 +214,7 @@ def norm_gradient_finite_difference(
     r: float = 0.05,
     grads: list[Tensor] | None = None,
     reduce: Reduce | None = None,
+    norm_fn: NormFn | None = None,
 ) -> tuple[Tensor, list[Tensor]]:
     """Finite-difference ``∇_ω ||∇_ω h||`` per member, as in the authors' released code.
 
@@ -181,12 +222,12 @@ def norm_gradient_finite_difference(
 
         ∇_{ω_m} ||∇h_m|| = H_m u_m ≈ (∇h_m(ω + r·u) − ∇h_m(ω)) / r        (error O(r))
 
-    The parameters are shifted in place (``ω <- ω + r·u``, under ``no_grad``, through
-    ``.data``), the gradient is recomputed by calling ``h_fn`` again, and then every
-    parameter is restored bit for bit by copying back a saved copy (even if ``h_fn``
-    raises). Since the restore is exact and goes through ``.data``, an autograd graph built
-    from ``params`` before this call (e.g. the data loss) can still be backpropagated after
-    it. Members with ``||∇h_m|| = 0`` are not shifted and get a zero estimate.
+    The shifted point is evaluated by pointing each parameter's ``.data`` at ``ω + r·u`` (one new
+    tensor per parameter, no copy of ``ω``), recomputing the gradient by calling ``h_fn`` again,
+    and pointing ``.data`` back at the untouched original storage (even if ``h_fn`` raises): the
+    restore is bit for bit and costs nothing. An autograd graph built from ``params`` before this
+    call (e.g. the data loss) can still be backpropagated after it. Members with
+    ``||∇h_m|| = 0`` are not shifted and get a zero estimate.
 
     Args:
         h_fn: re-runs the forward on the SAME batch and returns ``(M,)`` per-member mean
@@ -197,6 +238,8 @@ def norm_gradient_finite_difference(
             backward); computed from ``h_fn()`` otherwise.
         reduce: data-parallel average applied to every ``∇h`` (both points), so that the norm,
             the shift and the estimate are those of the global batch, identical on every rank.
+        norm_fn: the norm that divides the (dense) shift and is returned (``None``:
+            :func:`member_norms`); the released embedding norm makes ``u = g/norm_fn(g)``.
 
     Returns:
         ``(norms, estimate)``: ``(M,)`` norms ``||∇h_m||`` at the unshifted point and one
@@ -212,28 +255,31 @@ def norm_gradient_finite_difference(
     if len(grads) != len(params):
         raise ValueError(f"got {len(grads)} gradients for {len(params)} parameters")
     grads = [g.detach() for g in grads]
-    norms = member_norms(grads)
+    norms = (norm_fn or member_norms)(grads)
     # Per-member factors, broadcast to every parameter: the shift r/||g_m|| (0 where ||g_m|| = 0,
     # so those members stay put) and 1/r where the member moved (its estimate), 0 elsewhere.
     shift = member_views(_inverse_norms(norms) * r, grads)
     inv_r = member_views((norms > 0).to(norms.dtype) / r, grads)
 
     # Multi-tensor (foreach) ops: a few kernels for the whole parameter list, not a few per tensor.
-    data = [p.data for p in params]
-    saved = [d.clone() for d in data]
+    with torch.no_grad():
+        original = [p.data for p in params]
+        moved = torch._foreach_addcmul(original, grads, shift)
     try:
-        with torch.no_grad():
-            torch._foreach_addcmul_(data, grads, shift)
+        for p, d in zip(params, moved, strict=True):
+            p.data = d
         shifted = grad_h(h_fn(), params)
         if reduce is not None:
             shifted = reduce(shifted)
     finally:
-        with torch.no_grad():
-            torch._foreach_copy_(data, saved)
+        for p, d in zip(params, original, strict=True):
+            p.data = d
+    del moved
 
-    estimate = torch._foreach_sub(shifted, grads)
+    estimate = list(shifted)  # fresh tensors: the difference is taken in place
+    torch._foreach_sub_(estimate, grads)
     torch._foreach_mul_(estimate, inv_r)
-    return norms, list(estimate)
+    return norms, estimate
 
 
 def constraint_violation(norms: Tensor, rho: float, eps: float) -> Tensor:

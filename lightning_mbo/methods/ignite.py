@@ -17,9 +17,12 @@ from torch import Tensor, nn
 
 from lightning_mbo.functional.dual import dual_update
 from lightning_mbo.functional.gradnorm import (
+    NormFn,
     Reduce,
     constraint_violation,
     grad_h,
+    lookup_sq_norms,
+    member_norms,
     member_views,
     norm_gradient_finite_difference,
     norm_penalty_term,
@@ -27,6 +30,7 @@ from lightning_mbo.functional.gradnorm import (
 from lightning_mbo.validation import check_choice, check_range
 
 GradMode = Literal["finite_difference", "exact"]
+EmbeddingNorm = Literal["per_lookup", "dense"]
 
 
 @dataclass
@@ -43,6 +47,11 @@ class Ignite:
             ``∇||∇h||``, by one backward of ``<∇h, u>`` with ``u = ∇h/||∇h||`` held fixed).
         clamp_lambda: keep λ >= 0 (the paper's intent; the released code never clamps).
         fixed_lambda: never update λ (the "IGNITE-2" variant: λ = 1e-2, ρ = r = 0.2).
+        embedding_norm: for members whose input is an embedding, how the table enters ``||∇h||``:
+            ``per_lookup`` (the released code: TensorFlow's ``IndexedSlices`` gradient, one row per
+            lookup, rows of a repeated id not summed) or ``dense`` (the table's dense gradient).
+            Either way the shift direction is the dense gradient divided by that norm, and the
+            exact mode is the ``r -> 0`` limit of the finite difference. No effect without an embedding.
     """
 
     rho: float = 0.05
@@ -53,9 +62,11 @@ class Ignite:
     grad_mode: GradMode = "finite_difference"
     clamp_lambda: bool = False
     fixed_lambda: bool = False
+    embedding_norm: EmbeddingNorm = "per_lookup"
 
     def __post_init__(self) -> None:
         check_choice("grad_mode (ignite.grad_mode)", self.grad_mode, GradMode)
+        check_choice("embedding_norm (ignite.embedding_norm)", self.embedding_norm, EmbeddingNorm)
         for name in ("rho", "r"):
             check_range(f"ignite.{name}", getattr(self, name), 0, strict=True)
         for name in ("eps", "lambda_lr"):
@@ -72,11 +83,14 @@ class GradNormConstraint(nn.Module):
     Args:
         settings: :class:`Ignite` settings.
         members: number of stacked members (each gets its own λ).
+        embedding: whether the members' input is an embedding (then ``settings.embedding_norm``
+            applies; reported by :meth:`summary`).
     """
 
-    def __init__(self, settings: Ignite, members: int) -> None:
+    def __init__(self, settings: Ignite, members: int, embedding: bool = False) -> None:
         super().__init__()
         self.settings = settings
+        self.embedding = embedding
         self.register_buffer("lmbda", torch.full((members,), float(settings.lambda_init)))
         # Exponential moving average (0.99) of ||∇h|| per member, for reports; NaN until the first step.
         self.register_buffer("norm_ema", torch.full((members,), float("nan")))
@@ -89,6 +103,7 @@ class GradNormConstraint(nn.Module):
         params: Sequence[Tensor],
         backward: Callable[[Tensor], None],
         reduce: Reduce | None = None,
+        lookups: Sequence[tuple[Tensor, Tensor]] = (),
     ) -> Tensor:
         """Backward of ``loss`` plus the penalty: leaves ``∇L_D + λ_m ρ ∇||∇h_m||`` in ``.grad``.
 
@@ -105,6 +120,10 @@ class GradNormConstraint(nn.Module):
             params: the trainable parameters, member dimension first.
             backward: how to backpropagate (``LightningModule.manual_backward``, which DDP syncs).
             reduce: averages per-parameter tensors over data-parallel ranks (``None``: one process).
+            lookups: ``(table, looked-up vectors)`` pairs of the forward that produced ``h``: the
+                embedding tables among ``params`` and their lookups ``(M, ...)`` (the embedding
+                layer's output). With ``embedding_norm: per_lookup`` the norm takes the lookups'
+                gradients in place of the tables' (:func:`lookup_sq_norms`).
 
         Returns:
             ``(M,)`` norms ``||∇h||`` of the global batch, before the update.
@@ -112,17 +131,36 @@ class GradNormConstraint(nn.Module):
         s = self.settings
         params = list(params)
         scale = self.lmbda * s.rho
-        if s.grad_mode == "exact":
-            term, norms = norm_penalty_term(grad_h(h, params, create_graph=True), scale, reduce)
+        tables = {id(t) for t, _ in lookups} if s.embedding_norm == "per_lookup" else set()
+        looked_up = [e for t, e in lookups if id(t) in tables]
+        exact = s.grad_mode == "exact"
+        g = grad_h(h, params + looked_up, create_graph=exact, retain_graph=True)
+        g, lookup_grads = g[:len(params)], [t.detach() for t in g[len(params):]]
+        norm_fn = self._norm_fn(params, tables, lookup_grads, reduce) if looked_up else None
+        if exact:
+            term, norms = norm_penalty_term(g, scale, reduce, norm_fn)
             backward(loss + term)
             return norms
-        g = grad_h(h, params, retain_graph=True)
         if reduce is not None:
             g = reduce(g)
         backward(loss)
-        norms, estimate = norm_gradient_finite_difference(h_fn, params, r=s.r, grads=g, reduce=reduce)
+        norms, estimate = norm_gradient_finite_difference(h_fn, params, r=s.r, grads=g, reduce=reduce,
+                                                          norm_fn=norm_fn)
         torch._foreach_addcmul_([p.grad for p in params], estimate, member_views(scale, estimate))
         return norms
+
+    @staticmethod
+    def _norm_fn(params: list[Tensor], tables: set[int], lookup_grads: list[Tensor],
+                 reduce: Reduce | None) -> NormFn:
+        """The released embedding norm: the tables' dense gradients replaced by their lookups' rows."""
+        members = params[0].shape[0]
+        sq = lookup_sq_norms(lookup_grads, members).to(params[0])
+        if reduce is not None:
+            # Global h = mean of the ranks' h: its lookup rows are each rank's rows / world.
+            world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+            sq = reduce([sq])[0] / world
+        keep = [i for i, p in enumerate(params) if id(p) not in tables]
+        return lambda g: member_norms([g[i] for i in keep], extra_sq=sq)
 
     @torch.no_grad()
     def update_lambda(self, norms: Tensor) -> Tensor:
@@ -142,4 +180,6 @@ class GradNormConstraint(nn.Module):
             "rho_grad_norm": (s.rho * self.norm_ema).tolist(),
             "eps": s.eps,
             "grad_mode": s.grad_mode,
+            # The norm that ran: "dense" for members without an embedding (every gradient dense).
+            "norm": s.embedding_norm if self.embedding else "dense",
         }

@@ -130,7 +130,7 @@ class Surrogate(pl.LightningModule):
             # design-baselines' soft bounds on the log-std, trainable, one pair per member.
             self.max_logstd = nn.Parameter(torch.full((members, 1), math.log(0.2)))
             self.min_logstd = nn.Parameter(torch.full((members, 1), math.log(0.1)))
-        self.constraint = GradNormConstraint(ignite, members) if ignite is not None else None
+        self.constraint = GradNormConstraint(ignite, members, embedding is not None) if ignite is not None else None
         self.val_pearson = PearsonCorrCoef(num_outputs=members) if members > 1 else PearsonCorrCoef()
         self.best = BestMemberWeights(members) if select_best else None
 
@@ -240,7 +240,8 @@ class Surrogate(pl.LightningModule):
         opts = opts if isinstance(opts, list) else [opts]  # a method may add its own (COMs' α)
         for opt in opts:
             opt.zero_grad()
-        losses, mean, values = self.training_losses(x, y, rows, weights)
+        with self.net.capture_lookups() as looked_up:  # the embedding's lookups, for IGNITE's released norm
+            losses, mean, values = self.training_losses(x, y, rows, weights)
         # Log only on the steps the logger writes: Lightning's per-call bookkeeping costs more than
         # a small step, and step values logged between writes are never seen.
         writes = self._writes_logs()
@@ -253,7 +254,7 @@ class Surrogate(pl.LightningModule):
             # h(ω): each member's mean predicted score over the batch (IGNITE's sharpness proxy).
             norms = self.constraint.backward(
                 losses.sum(), self._batch_mean(mean, rows), lambda: self._batch_mean(self(x)[0], rows), params,
-                self.manual_backward, self._reduce(),
+                self.manual_backward, self._reduce(), [(self.net.embed.weight, e) for e in looked_up],
             )
             if writes:
                 logs["train/lambda"] = self.constraint.lmbda.mean().clone()  # λ used by this step's descent
