@@ -15,6 +15,11 @@ runs it (``design_baselines/cbas/__init__.py``, ``trainers.py``; settings of
 4. hand back ``num_candidates`` SAMPLES of ``q`` (not its mode) at fresh ``z``, scored after the
    last iteration.
 
+Diagnostics (:attr:`~lightning_mbo.search.gradient.AscentResult.diagnostics`), per candidate (its
+block's run): γ of every iteration (``gamma``), the effective sample size ``(Σw)² / Σw²`` of every
+iteration's importance weights (``ess``, of the ``online_batches x batch_size`` draws) and of the
+last one (``final_ess``); flagged when the last weights rest on under :data:`LOW_ESS` of the draws.
+
 Discrete designs are class sequences, sampled from the decoder's per-position categoricals; the
 surrogate scores them through ``SearchData.encode``. The searcher needs the members' predictive
 distribution (``SearchObjective.predictive``: a Gaussian-head ``Surrogate``). Each replicate's
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -36,7 +42,17 @@ from lightning_mbo.generative.vae import DesignVAE
 from lightning_mbo.search.blocks import block_scorer, blocks
 from lightning_mbo.search.contract import SearchData, Searcher
 from lightning_mbo.search.gradient import AscentResult
+from lightning_mbo.search.report import per_candidate, rounded, span
 from lightning_mbo.validation import SettingsError, check_range
+
+#: A share of the draws under which the last iteration's effective sample size is flagged.
+LOW_ESS = 0.05
+
+
+def effective_sample_size(w: Tensor) -> float:
+    """``(Σw)² / Σw²`` of weights ``w`` (0 when they are all 0)."""
+    total = float(w.sum())
+    return total**2 / float((w**2).sum()) if total > 0 else 0.0
 
 
 class CbAS(Searcher):
@@ -105,7 +121,7 @@ class CbAS(Searcher):
         if data.discrete and (data.encode is None or data.decode is None or data.num_classes is None):
             raise SettingsError("cbas on a discrete task needs its encoding (SearchData.encode/decode)")
         designs = self._designs(data)
-        xs, trajectories, stats = [], [], {"gamma": [], "mean_weight": []}
+        xs, trajectories, stats = [], [], {"gamma": [], "mean_weight": [], "ess": []}
         for b, start in enumerate(blocks(x0.shape[0], num_candidates, "cbas")):
             scored = block_scorer(predictive, x0, start, num_candidates)
             x, traj, block_stats = self._one(scored, designs, data, num_candidates, seed * 1_000 + b)
@@ -113,8 +129,24 @@ class CbAS(Searcher):
             trajectories.append(traj)
             for key in stats:
                 stats[key].append(block_stats[key])
-        out_stats = {k: torch.tensor(v).mean(0).tolist() for k, v in stats.items()}
-        return AscentResult(torch.cat(xs).to(x0), torch.cat(trajectories, dim=1).to(x0), out_stats)
+        out_stats = {k: torch.tensor(v).mean(0).tolist() for k, v in stats.items() if k != "ess"}
+        return AscentResult(torch.cat(xs).to(x0), torch.cat(trajectories, dim=1).to(x0), out_stats,
+                            self._diagnostics(stats, num_candidates))
+
+    def _diagnostics(self, stats: dict[str, list[list[float]]], n: int) -> dict[str, Any]:
+        """Each block's γ and effective sample sizes per iteration on its candidates' entries; a flag
+        when the last weights rest on few draws."""
+        draws = self.online_batches * self.batch_size
+        final = [ess[-1] for ess in stats["ess"]]
+        out: dict[str, Any] = {
+            "gamma": per_candidate([[rounded(g) for g in block] for block in stats["gamma"]], n),
+            "ess": per_candidate([[rounded(e) for e in block] for block in stats["ess"]], n),
+            "final_ess": per_candidate([rounded(e) for e in final], n),
+        }
+        low = [e for e in final if e < LOW_ESS * draws]
+        out["flags"] = [f"cbas: the last iteration's weights rest on an effective {span(low)} of {draws:,} draws"] \
+            if low else []
+        return out
 
     def _designs(self, data: SearchData) -> Tensor:
         """The visible designs as the VAE models them: class sequences (discrete) or the features."""
@@ -136,12 +168,13 @@ class CbAS(Searcher):
                   torch.ones(len(designs)), self.offline_epochs, gen)
         q = copy.deepcopy(p)
         q_opt = torch.optim.Adam(q.parameters(), lr=self.vae_lr, eps=1e-7)  # kept over the iterations
-        means, gammas, mean_weights = [], [], []
+        means, gammas, mean_weights, ess = [], [], [], []
         for _ in range(self.iterations):
             x, w, y, gamma = self._generate(p, q, predictive, data, gen)
             means.append(float(y.mean()))
             gammas.append(float(gamma))
             mean_weights.append(float(w.mean()))
+            ess.append(effective_sample_size(w.double()))
             self._fit(q, q_opt, x, w, self.online_epochs, gen)
         with torch.no_grad():
             z = torch.randn(n, self.latent_size, generator=gen)
@@ -149,7 +182,7 @@ class CbAS(Searcher):
             feats = self._features(data, final)
             final_pred = predictive(feats)[0].mean(0).detach().cpu()
         traj = torch.cat([torch.tensor(means).unsqueeze(1).expand(-1, n), final_pred.unsqueeze(0)])
-        return feats.detach().cpu(), traj, {"gamma": gammas, "mean_weight": mean_weights}
+        return feats.detach().cpu(), traj, {"gamma": gammas, "mean_weight": mean_weights, "ess": ess}
 
     @torch.no_grad()
     def _generate(self, p: DesignVAE, q: DesignVAE, predictive: Callable[[Tensor], Tensor], data: SearchData,

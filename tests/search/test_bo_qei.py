@@ -33,6 +33,41 @@ def test_improves_on_the_data_towards_the_quadratic_optimum() -> None:
     assert torch.all(out.trajectory[1:] >= out.trajectory[:-1])
 
 
+def _data_rows(x: torch.Tensor, x_data: torch.Tensor) -> torch.Tensor:
+    """Which rows of ``x`` are, exactly, rows of the data."""
+    return (x[:, None, :] == x_data[None]).all(-1).any(-1)
+
+
+@pytest.mark.parametrize(("offset", "expect"), [(-10.0, "all"), (0.0, None), (10.0, "none")])
+def test_diagnostics_count_the_returned_data_points(offset, expect) -> None:
+    """The reported data points are the returned rows equal to a data row, counted here: all of them
+    under a pessimistic surrogate, none under an optimistic one (its labels beat every real one),
+    and the flag gives the same numbers. Data points keep their real labels."""
+    g = torch.Generator().manual_seed(0)
+    x_data = torch.empty(64, 4).uniform_(-2, 2, generator=g)
+    y_data = -((x_data - 0.5) ** 2).sum(-1)
+
+    def score(x):
+        return -((x - 0.5) ** 2).sum(-1) + offset
+
+    out = BOqEI(**SMALL).search(torch.zeros(16, 4), score, SearchData(x_data, y_data, False), num_candidates=8,
+                                seed=0)
+    rounds, stored = out.diagnostics["proposed_in_round"], out.diagnostics["stored_value"]
+    assert len(rounds) == len(stored) == 16
+    is_data = _data_rows(out.x, x_data)
+    assert [r == 0 for r in rounds] == is_data.tolist()
+    n_data = [int(is_data[:8].sum()), int(is_data[8:].sum())]
+    if expect is not None:
+        assert n_data == ([8, 8] if expect == "all" else [0, 0])
+    assert all(1 <= r <= SMALL["rounds"] for r in rounds if r)
+    (flag,) = out.diagnostics["flags"]
+    assert flag == (f"bo_qei: {n_data[0]}, {n_data[1]} of 8 returned designs are unchanged data points (real "
+                    f"labels); {8 - n_data[0]}, {8 - n_data[1]} surrogate-labelled proposals")
+    for i in torch.nonzero(is_data).flatten().tolist():
+        row = int(torch.nonzero((x_data == out.x[i]).all(-1))[0])
+        assert stored[i] == pytest.approx(float(y_data[row]), rel=1e-3)
+
+
 def test_finds_a_tiny_discrete_tasks_optimum_in_logit_space() -> None:
     """Length-3 sequences over 4 classes as logits (9 features); every sequence but the best is in
     the data; within 8 rounds of 4 the best point decodes to the best sequence."""

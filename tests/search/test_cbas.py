@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from lightning_mbo.search import CbAS, SearchData, SearchObjective
+from lightning_mbo.search.cbas import effective_sample_size
 from lightning_mbo.validation import SettingsError
 
 L, C = 6, 4
@@ -50,6 +51,18 @@ def test_cbas_moves_the_vae_towards_the_optimum():
     prior = CbAS(**SMALL).search(x0, flat, data, torch.arange(16), num_candidates=16, seed=0)
     assert truth(prior.x).mean().item() < data_mean + 1.0
 
+    # Diagnostics: each candidate carries its run's γ and effective sample sizes per iteration.
+    draws = SMALL["online_batches"] * SMALL["batch_size"]
+    diag = result.diagnostics
+    assert len(diag["gamma"]) == len(diag["ess"]) == len(diag["final_ess"]) == 16
+    assert diag["gamma"][0] == pytest.approx(gammas, rel=1e-3) and diag["final_ess"][0] == diag["ess"][0][-1]
+    assert all(0 < e <= draws for e in diag["ess"][0])
+    # The first iteration draws from q = p (log p - log q = 0) and, under the flat predictive, every
+    # draw has the same P(y > γ): equal weights, so every draw counts.
+    assert prior.diagnostics["ess"][0][0] == pytest.approx(draws, rel=1e-3)
+    assert min(diag["ess"][0]) < 0.9 * draws  # the ensemble's weights are not equal
+    assert (diag["flags"] != []) == (diag["final_ess"][0] < 0.05 * draws)
+
 
 def test_same_seed_same_designs_and_blocks_run_their_own_cbas():
     data, objective, _ = _task(200)
@@ -58,6 +71,13 @@ def test_same_seed_same_designs_and_blocks_run_their_own_cbas():
     b = CbAS(**small).search(data.x[:16], objective, data, torch.arange(16), num_candidates=8, seed=3)
     assert torch.equal(a.x, b.x) and torch.equal(a.trajectory, b.trajectory)
     assert not torch.equal(a.x[:8], a.x[8:])  # two replicates' blocks: two independent runs
+
+
+def test_effective_sample_size_hand_values():
+    assert effective_sample_size(torch.ones(4)) == pytest.approx(4.0)
+    assert effective_sample_size(torch.tensor([1.0, 0.0, 0.0, 0.0])) == pytest.approx(1.0)
+    assert effective_sample_size(torch.tensor([3.0, 1.0])) == pytest.approx(16 / 10)
+    assert effective_sample_size(torch.zeros(3)) == 0.0
 
 
 def test_needs_the_predictive_distribution():
