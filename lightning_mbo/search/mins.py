@@ -43,6 +43,13 @@ the released offline branch hands its oracle, trained on one-hot inputs, the cla
 which does not run for discrete tasks. ``flip_frac`` and ``fake_pair_frac`` (0 in every released
 configuration) are left out.
 
+Diagnostics (:attr:`~lightning_mbo.search.gradient.AscentResult.diagnostics`), per candidate (its
+block's run): the normalised score the final designs were sampled at (``conditioned_y``: the
+data's best, or with ``use_oracle`` the best of the grown data, possibly a surrogate label) and
+the designs the surrogate labelled into the data (``surrogate_labelled``); ``data_max_y``. The
+offline run is flagged (its surrogate, and IGNITE on it, cannot change the designs), and so is a
+final condition above the data's best (a surrogate's label).
+
 Plain torch; no Lightning.
 """
 
@@ -50,6 +57,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -68,6 +76,7 @@ from lightning_mbo.generative.gan import ConditionalCritic, ConditionalGenerator
 from lightning_mbo.search.blocks import block_scorer, blocks
 from lightning_mbo.search.contract import SearchData, Searcher
 from lightning_mbo.search.gradient import AscentResult
+from lightning_mbo.search.report import number, per_candidate, rounded, span
 from lightning_mbo.validation import SettingsError, check_range
 
 #: Temperature of the final samples (released ``exploit_gen.sample(..., temp=0.001)``), then argmax.
@@ -165,19 +174,35 @@ class MINs(Searcher):
         if self.holdout >= len(data.y):
             raise SettingsError(f"mins holdout (--ascent.searcher.init_args.holdout) {self.holdout} leaves no rows "
                                 f"of {len(data.y)} to train on: lower it")
-        xs, trajectories, stats = [], [], []
+        xs, trajectories, stats, runs = [], [], [], []
         for b, start in enumerate(blocks(x0.shape[0], num_candidates, "mins")):
             block = int(candidate_ids[start]) // num_candidates if candidate_ids is not None else b
             scored = block_scorer(score, x0, start, num_candidates)
             x, traj, st = self._one(designs, data.y.detach(), data, scored, num_candidates, seed * 1_000 + block, x0)
             xs.append(x)
             trajectories.append(traj)
+            runs.append({k: st.pop(k) for k in ("conditioned_y", "surrogate_labelled")})
             stats.append(st)
         mean_stats = {k: torch.tensor([s[k] for s in stats]).mean(0).tolist() for k in stats[0]}
-        return AscentResult(torch.cat(xs).to(x0), torch.cat(trajectories, dim=1).to(x0), mean_stats)
+        return AscentResult(torch.cat(xs).to(x0), torch.cat(trajectories, dim=1).to(x0), mean_stats,
+                            self._diagnostics(runs, float(data.y.max()), num_candidates))
+
+    def _diagnostics(self, runs: list[dict[str, float]], data_max: float, n: int) -> dict[str, Any]:
+        """Each block's condition and surrogate-labelled designs on its candidates' entries; flags."""
+        out: dict[str, Any] = {k: per_candidate([rounded(r[k]) for r in runs], n) for k in runs[0]}
+        out["data_max_y"] = rounded(data_max)
+        if not self.use_oracle:
+            flags = ["mins: offline, as released (iterations 0): the surrogate was never consulted, so neither it "
+                     "nor IGNITE on it can change the designs"]
+        else:
+            above = [r["conditioned_y"] for r in runs if r["conditioned_y"] > data_max]
+            flags = [f"mins: sampled at y = {span(above)} (a surrogate's label), above the data's best "
+                     f"{number(data_max)}"] if above else []
+        out["flags"] = flags
+        return out
 
     def _one(self, designs: Tensor, y: Tensor, data: SearchData, score: Callable[[Tensor], Tensor], n: int,
-             seed: int, like: Tensor) -> tuple[Tensor, Tensor, dict[str, list[float]]]:
+             seed: int, like: Tensor) -> tuple[Tensor, Tensor, dict[str, Any]]:
         """One MINs run: the final designs ``(n, D)``, the trajectory ``(T + 1, n)`` and the first fit's stats."""
         cpu = torch.Generator().manual_seed(seed)  # initialisation, data order, labelling
         noise = torch.Generator(device=like.device).manual_seed(seed)  # z, Gumbel and interpolation noise
@@ -223,7 +248,9 @@ class MINs(Searcher):
         final = encode(sample(exploit, y.max(), n))
         with torch.no_grad():
             traj.append(score(final))
-        return final, torch.stack([t.detach().reshape(-1) for t in traj]), stats
+        labelled = len(traj) - 1
+        info = {"conditioned_y": float(y.max()), "surrogate_labelled": labelled * self.thompson_samples}
+        return final, torch.stack([t.detach().reshape(-1) for t in traj]), {**stats, **info}
 
     def fit_data(self, designs: Tensor, y: Tensor, num_classes: int | None, gen: torch.Generator,
                   like: Tensor) -> tuple[Tensor, Tensor, Tensor]:

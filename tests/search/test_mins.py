@@ -109,6 +109,33 @@ def test_only_use_oracle_lets_the_surrogate_change_the_designs() -> None:
     assert not torch.equal(a.x, b.x)
 
 
+def test_diagnostics_say_what_the_generator_was_conditioned_on() -> None:
+    """Offline: sampled at the data's best, nothing labelled by the surrogate, flagged as such. With
+    ``use_oracle`` a surrogate that rates its designs 5 above the data's best (normalised) lifts the
+    condition above the data's best, by its labels; one that rates them below leaves it there."""
+    data = _tiny_data()
+    best = float(data.y.max())
+
+    def run(score, **kw):
+        return MINs(**TINY, gan_epochs=2, **kw).search(torch.zeros(32, 12), score, data, num_candidates=16, seed=0)
+
+    offline = run(_threes).diagnostics
+    assert offline["conditioned_y"] == [pytest.approx(best, rel=1e-3)] * 32
+    assert offline["surrogate_labelled"] == [0] * 32
+    assert offline["data_max_y"] == pytest.approx(best, rel=1e-3)
+    (flag,) = offline["flags"]
+    assert "never consulted" in flag
+    loop = {"use_oracle": True, "iterations": 2, "epochs_per_iteration": 1, "thompson_samples": 8,
+            "exploration_samples": 4}
+    high = run(lambda x: torch.full((len(x),), best + 5.0), **loop).diagnostics
+    assert high["conditioned_y"] == [pytest.approx(best + 5.0, rel=1e-3)] * 32
+    assert high["surrogate_labelled"] == [16] * 32
+    (flag,) = high["flags"]
+    assert flag.startswith(f"mins: sampled at y = {best + 5.0:.3g} (a surrogate's label)")
+    low = run(lambda x: torch.full((len(x),), best - 5.0), **loop).diagnostics
+    assert low["conditioned_y"] == [pytest.approx(best, rel=1e-3)] * 32 and low["flags"] == []
+
+
 def test_continuous_designs_move_towards_the_quadratic_optimum() -> None:
     """``-||x - 0.5||²`` on 512 points uniform in [-2, 2]²: after 40 epochs (batch 32) the samples
     at the best score are far closer to the optimum than the data (mean -3.2)."""
