@@ -19,8 +19,8 @@ scores:
   ``U / (n m)`` (a tie counts one half), with its stratified bootstrap interval (Agarwal et al.,
   Section 4.3).
 - :func:`mean_ranks`: each method's rank by mean score on each task (1 = best, ties share the mean
-  rank), averaged over the tasks it ran on, as offline MBO papers report it (Trabucco et al.,
-  Design-Bench, ICML 2022).
+  rank), averaged over the tasks it ran on, as offline MBO papers report it (e.g. BDI and
+  Tri-mentoring, Chen et al., NeurIPS 2022 and 2023).
 
 The test is a permutation test, not Welch's t: under the null hypothesis that a method's runs and
 its rival's come from one distribution, every split of the pooled runs into two groups of the same
