@@ -26,7 +26,16 @@ from jsonargparse import CLI
 
 from lightning_mbo.comparison import format_comparison
 from lightning_mbo.dispatch import Executor, FitJob, read_job, run_jobs
-from lightning_mbo.results import MOVEMENT_KEYS, UNMOVED_BELOW, atomic_write, load_rows, row_flags
+from lightning_mbo.results import (
+    BARELY_MOVED_BELOW,
+    MOVEMENT_KEYS,
+    UNMOVED_BELOW,
+    atomic_write,
+    is_movement_flag,
+    load_rows,
+    movement_flag,
+    row_flags,
+)
 from lightning_mbo.validation import SettingsError, check_range
 
 #: Published 100th-percentile numbers by (task, method): re-runs of the released code over 8 seeds,
@@ -208,12 +217,12 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _cell_flags(entry: dict[str, Any], group: list[dict[str, Any]]) -> list[str]:
-    """A cell's flags: "did not move" on the mean share of moved candidates, then each run's own
+    """A cell's flags: the movement flag of its mean share of moved candidates, then each run's own
     searcher flags (once each)."""
-    moved = entry.get("moved_fraction_mean")
-    flags = [] if moved is None or moved >= UNMOVED_BELOW else [f"did not move ({100 * moved:.0f}% moved)"]
+    moved = movement_flag(entry.get("moved_fraction_mean"))
+    flags = [moved] if moved else []
     for row in group:
-        flags += [f for f in row_flags(row) if not f.startswith("did not move")]
+        flags += [f for f in row_flags(row) if not is_movement_flag(f)]
     return flags
 
 
@@ -271,8 +280,9 @@ def format_table(table: list[dict[str, Any]], label: str = "", machine: str | No
 MOVEMENT_NOTE = ("moved / distance / in data: share of final designs that are none of the starting designs, their "
                  "mean distance to the nearest start (Hamming positions for discrete tasks, normalised L2 for "
                  "continuous ones) and the share already in the visible dataset, means over runs; a cell whose "
-                 f"candidates moved less than {100 * UNMOVED_BELOW:.0f}% is flagged \"did not move\": its score is "
-                 "the starting designs', not the search's.")
+                 f"candidates moved less than {100 * UNMOVED_BELOW:.0f}% is flagged \"did not move\", less than "
+                 f"{100 * BARELY_MOVED_BELOW:.0f}% \"barely moved\": its percentiles are mostly the starting designs' "
+                 "own, not the search's.")
 
 #: Per-run fields kept in ``runs.csv``, from which a table is made again without re-running.
 RUN_FIELDS = ("task", "run", "method", "seed", "replicate", "score_100th", "score_80th", "score_50th",
@@ -304,8 +314,7 @@ def read_runs(path: Path) -> list[dict[str, Any]]:
                 if key in ("task", "run", "method", "commit"):
                     row[key] = text
                 elif key == "flags":
-                    row["search_diagnostics"] = {"flags": [f for f in text.split("; ") if not f.startswith(
-                        "did not move")]}
+                    row["search_diagnostics"] = {"flags": [f for f in text.split("; ") if not is_movement_flag(f)]}
                 elif key.startswith("ignite_"):
                     row.setdefault("ignite", {})[key.removeprefix("ignite_")] = [float(v) for v in text.split()]
                 elif key in ("seed", "replicate"):

@@ -24,16 +24,19 @@ from typing import IO, Any
 
 import numpy as np
 
-__all__ = ["MOVEMENT_KEYS", "UNMOVED_BELOW", "atomic_write", "commit", "load_rows", "movement_text", "provenance",
-           "row_flags", "save_json", "save_npy", "versions"]
+__all__ = ["BARELY_MOVED_BELOW", "MOVEMENT_KEYS", "UNMOVED_BELOW", "atomic_write", "commit", "is_movement_flag",
+           "load_rows", "movement_flag", "movement_text", "provenance", "row_flags", "save_json", "save_npy",
+           "versions"]
 
 #: The movement figures a row carries (:mod:`lightning_mbo.functional.movement`): share of final
 #: designs that are no starting design, mean distance to the nearest start (Hamming positions for
 #: discrete tasks, normalised L2 for continuous ones), share already in the visible dataset.
 MOVEMENT_KEYS = ("moved_fraction", "hamming_mean", "l2_mean", "in_data_fraction")
 
-#: A search whose share of moved candidates is below this is flagged "did not move".
+#: A search whose share of moved candidates is below this is flagged "did not move"...
 UNMOVED_BELOW = 0.05
+#: ... and below this "barely moved": its percentiles are mostly the starting designs' own.
+BARELY_MOVED_BELOW = 0.25
 
 
 def _umask() -> int:
@@ -126,10 +129,20 @@ def movement_text(row: dict[str, Any]) -> str:
 
 
 def row_flags(row: dict[str, Any]) -> list[str]:
-    """What a reader of the row must know: a search whose candidates did not move (fewer than
-    :data:`UNMOVED_BELOW` of them differ from every starting design), and the searcher's own flags."""
-    flags = []
-    if "moved_fraction" in row and row["moved_fraction"] < UNMOVED_BELOW:
-        flags.append(f"did not move ({100 * row['moved_fraction']:.0f}% of candidates differ from the starts)")
-    flags += list((row.get("search_diagnostics") or {}).get("flags", []))
-    return flags
+    """What a reader of the row must know: a search whose candidates (barely) moved (see
+    :func:`movement_flag`), and the searcher's own flags."""
+    moved = movement_flag(row.get("moved_fraction"))
+    return ([moved] if moved else []) + list((row.get("search_diagnostics") or {}).get("flags", []))
+
+
+def movement_flag(moved: float | None) -> str | None:
+    """``did not move (3% moved)`` under :data:`UNMOVED_BELOW`, ``barely moved (16% moved)`` under
+    :data:`BARELY_MOVED_BELOW`, else ``None``."""
+    if moved is None or moved >= BARELY_MOVED_BELOW:
+        return None
+    return f"{'did not move' if moved < UNMOVED_BELOW else 'barely moved'} ({100 * moved:.0f}% moved)"
+
+
+def is_movement_flag(flag: str) -> bool:
+    """Whether ``flag`` is one :func:`movement_flag` wrote (a table recomputes it from its cell's mean)."""
+    return flag.startswith(("did not move (", "barely moved ("))

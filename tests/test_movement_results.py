@@ -47,6 +47,8 @@ def test_table_reports_mean_movement_and_flags_an_unmoved_cell() -> None:
     assert moving["moved_fraction_mean"] == pytest.approx(0.8) and moving["flags"] == ""
     still = benchmark.summarize([_row(0, 0.0), _row(1, 0.06)])[0]
     assert still["flags"] == "did not move (3% moved)"  # the mean, 3%, is under 5%
+    barely = benchmark.summarize([_row(0, 0.1), _row(1, 0.2)])[0]
+    assert barely["flags"] == "barely moved (15% moved)"  # TFBind10's quick gradient ascent moves this little
 
 
 def test_runs_csv_gives_the_same_table_without_rerunning(tmp_path: Path, capsys) -> None:

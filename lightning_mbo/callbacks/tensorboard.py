@@ -54,7 +54,7 @@ LEGEND = """\
 | `design/start_score_<q>th` | the same for the unmodified starting designs: the bar to beat |
 | `design/predicted_mean`, `_max` | the surrogate's prediction (raw units) at each search step |
 | `design/predicted_vs_oracle` | final designs: predicted vs oracle score, both normalised |
-| `design/moved_fraction` | share of final designs that are none of the starting designs (below 5%: "did not move") |
+| `design/moved_fraction` | share of final designs that are none of the starting designs (flagged under 5% and 25%) |
 | `design/hamming_mean`, `_l2_mean` | mean distance to the nearest start: positions (discrete), normalised L2 |
 | `design/in_data_fraction` | share of final designs already in the visible dataset |
 | `ignite/lambda_end`, `ignite/rho_grad_norm_end` | λ and ρ‖∇h‖ (moving average) when training ended |
