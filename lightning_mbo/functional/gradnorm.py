@@ -215,6 +215,7 @@ def norm_gradient_finite_difference(
     grads: list[Tensor] | None = None,
     reduce: Reduce | None = None,
     norm_fn: NormFn | None = None,
+    workspace: list[Tensor] | None = None,
 ) -> tuple[Tensor, list[Tensor]]:
     """Finite-difference ``∇_ω ||∇_ω h||`` per member, as in the authors' released code.
 
@@ -222,8 +223,8 @@ def norm_gradient_finite_difference(
 
         ∇_{ω_m} ||∇h_m|| = H_m u_m ≈ (∇h_m(ω + r·u) − ∇h_m(ω)) / r        (error O(r))
 
-    The shifted point is evaluated by pointing each parameter's ``.data`` at ``ω + r·u`` (one new
-    tensor per parameter, no copy of ``ω``), recomputing the gradient by calling ``h_fn`` again,
+    The shifted point is evaluated by pointing each parameter's ``.data`` at ``ω + r·u`` (written
+    into ``workspace``, no copy of ``ω``), recomputing the gradient by calling ``h_fn`` again,
     and pointing ``.data`` back at the untouched original storage (even if ``h_fn`` raises): the
     restore is bit for bit and costs nothing. An autograd graph built from ``params`` before this
     call (e.g. the data loss) can still be backpropagated after it. Members with
@@ -240,6 +241,9 @@ def norm_gradient_finite_difference(
             the shift and the estimate are those of the global batch, identical on every rank.
         norm_fn: the norm that divides the (dense) shift and is returned (``None``:
             :func:`member_norms`); the released embedding norm makes ``u = g/norm_fn(g)``.
+        workspace: tensors shaped like ``params`` that hold the shifted point, kept by the caller
+            between steps (a fresh parameter-sized allocation costs page faults on every step);
+            ``None``: allocated here.
 
     Returns:
         ``(norms, estimate)``: ``(M,)`` norms ``||∇h_m||`` at the unshifted point and one
@@ -264,7 +268,13 @@ def norm_gradient_finite_difference(
     # Multi-tensor (foreach) ops: a few kernels for the whole parameter list, not a few per tensor.
     with torch.no_grad():
         original = [p.data for p in params]
-        moved = torch._foreach_addcmul(original, grads, shift)
+        if workspace is None:
+            moved = torch._foreach_addcmul(original, grads, shift)
+        else:
+            if [w.shape for w in workspace] != [d.shape for d in original]:
+                raise ValueError("workspace must hold one tensor shaped like each parameter")
+            moved = [torch.addcmul(d, g, s, out=w) for d, g, s, w in zip(original, grads, shift, workspace,
+                                                                          strict=True)]
     try:
         for p, d in zip(params, moved, strict=True):
             p.data = d

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from lightning_mbo.functional.coms import conservative_losses, overestimation, particle_ascent
 from lightning_mbo.functional.dual import dual_objective
 from lightning_mbo.methods.ignite import Ignite
+from lightning_mbo.methods.optim import adam
 from lightning_mbo.methods.surrogate import StepLosses, Surrogate
 from lightning_mbo.nn import Activation, Init
 from lightning_mbo.search import SearchData, SearchSettings
@@ -94,7 +95,7 @@ class COMs(Surrogate):
     def configure_optimizers(self) -> Any:
         model = [p for name, p in self.named_parameters() if name != "log_alpha"]
         # Keras' Adam (epsilon 1e-7), as the released TF2 code.
-        return [torch.optim.Adam(model, lr=self.hparams.lr, eps=1e-7),
+        return [adam(model, lr=self.hparams.lr, eps=1e-7),
                 torch.optim.Adam([self.log_alpha], lr=self.hparams.alpha_lr, eps=1e-7)]
 
     def constrained_parameters(self) -> list[Tensor]:

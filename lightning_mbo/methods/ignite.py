@@ -91,6 +91,7 @@ class GradNormConstraint(nn.Module):
         super().__init__()
         self.settings = settings
         self.embedding = embedding
+        self._workspace: list[Tensor] = []  # the finite difference's shifted point, reused every step
         self.register_buffer("lmbda", torch.full((members,), float(settings.lambda_init)))
         # Exponential moving average (0.99) of ||∇h|| per member, for reports; NaN until the first step.
         self.register_buffer("norm_ema", torch.full((members,), float("nan")))
@@ -144,8 +145,10 @@ class GradNormConstraint(nn.Module):
         if reduce is not None:
             g = reduce(g)
         backward(loss)
+        if [(w.shape, w.dtype, w.device) for w in self._workspace] != [(p.shape, p.dtype, p.device) for p in params]:
+            self._workspace = [torch.empty_like(p) for p in params]
         norms, estimate = norm_gradient_finite_difference(h_fn, params, r=s.r, grads=g, reduce=reduce,
-                                                          norm_fn=norm_fn)
+                                                          norm_fn=norm_fn, workspace=self._workspace)
         torch._foreach_addcmul_([p.grad for p in params], estimate, member_views(scale, estimate))
         return norms
 

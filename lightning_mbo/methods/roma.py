@@ -24,6 +24,7 @@ from lightning_mbo.functional.roma import (
     trust_region_score,
 )
 from lightning_mbo.methods.ignite import Ignite
+from lightning_mbo.methods.optim import adam
 from lightning_mbo.methods.surrogate import Surrogate
 from lightning_mbo.nn import Activation, Init
 from lightning_mbo.search import SearchData, SearchObjective, SearchSettings
@@ -141,7 +142,7 @@ class RoMA(Surrogate):
     # --- pre-training -------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
         # Keras' Adam (epsilon 1e-7), as the released TF2 code.
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, eps=1e-7)
+        return adam(self.parameters(), lr=self.hparams.lr, eps=1e-7)
 
     def noisy(self, x: Tensor) -> Tensor:
         """The batch with fresh Gaussian noise (released ``cont_noise``)."""

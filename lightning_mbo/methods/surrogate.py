@@ -20,6 +20,7 @@ from torchmetrics.regression import PearsonCorrCoef
 
 from lightning_mbo.methods.best_epoch import BestMemberWeights
 from lightning_mbo.methods.ignite import GradNormConstraint, Ignite
+from lightning_mbo.methods.optim import adam
 from lightning_mbo.nn import Activation, Init, StackedMLP
 from lightning_mbo.search import SearchData, SearchObjective, SearchSettings
 from lightning_mbo.validation import SettingsError, check_choice, check_range
@@ -182,7 +183,7 @@ class Surrogate(pl.LightningModule):
 
     # --- training -------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
-        opt = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay,
+        opt = adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay,
                                eps=self.adam_eps)
         if self.hparams.lr_schedule == "cosine":
             t_max = self.trainer.max_epochs if self._trainer is not None else 1

@@ -443,3 +443,22 @@ def test_one_backward_penalty_term_equals_double_backward():
     torch.testing.assert_close(norms_r, norms_ref)
     for a, b in zip(grads_r, grads_ref, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_finite_difference_with_a_workspace_is_bit_for_bit_the_same():
+    """The reused shifted-point buffers change nothing: same norms, estimate and restored weights."""
+    model = _model(2, seed=5, dtype=torch.float32, activation="relu")
+    x = _batch(torch.float32)
+    params = list(model.parameters())
+    before = [p.detach().clone() for p in params]
+    norms_a, est_a = norm_gradient_finite_difference(_h_fn(model, x), params, r=0.05)
+    workspace = [torch.full_like(p, float("nan")) for p in params]
+    for _ in range(2):  # a second call reuses the buffers as they were left
+        norms_b, est_b = norm_gradient_finite_difference(_h_fn(model, x), params, r=0.05, workspace=workspace)
+        assert torch.equal(norms_a, norms_b)
+        for a, b in zip(est_a, est_b, strict=True):
+            assert torch.equal(a, b)
+        for p, b in zip(params, before, strict=True):
+            assert torch.equal(p, b)
+    with pytest.raises(ValueError, match="workspace"):
+        norm_gradient_finite_difference(_h_fn(model, x), params, workspace=workspace[:-1])
