@@ -17,10 +17,10 @@ Diagnostics (:attr:`~lightning_mbo.search.gradient.AscentResult.diagnostics`), p
 strategy's stop reasons (the keys of cma's ``es.stop()``: ``maxiter`` when it used the whole
 budget), the iterations it ran, the distance of the returned point from its start and its
 largest ``|z|`` (normalised space); and the data's largest ``|z|``. On TFBind8 at the released
-settings every strategy stops by one of cma's own rules after 52-79 iterations, its step size
-grown until the returned point lies thousands of z-units from its start, far outside the data,
-where the surrogate's (piecewise linear) prediction is absurdly high; the released loop does the
-same. That behaviour is kept, and flagged.
+settings every strategy stops by cma's ``tolfacupx`` rule (its step size grew more than a
+thousandfold) after 52-79 iterations, the returned point thousands of z-units from its start, far
+outside the data, where the surrogate's (piecewise linear) prediction is absurdly high; the
+released loop does the same. That behaviour is kept, and flagged.
 
 Plain numpy/torch plus ``cma``; no Lightning.
 """

@@ -131,6 +131,9 @@ def test_cli_fit_with_cma_es_on_tfbind8(quick_fit) -> None:
     assert row["method"] == "cma_es/ens_mean+ignite"
     assert row["ascent"] == {"searcher": "cma_es", "sigma": 0.5, "iterations": 5, "popsize": None}
     assert 0 <= row["score_100th"] <= 1 and len(row["ignite"]["lambda"]) == 5
+    diag = row["search_diagnostics"]  # what the strategies did reaches every results row
+    assert len(diag["stop"]) == len(diag["distance_from_start"]) == 128 and max(diag["iterations"]) <= 5
+    assert diag["data_max_abs_z"] > 0 and isinstance(diag["flags"], list)
 
 
 def test_cli_refuses_searcher_with_gradient_settings_or_a_step_hook(quick_fit) -> None:

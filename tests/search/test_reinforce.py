@@ -125,6 +125,9 @@ def test_integer_designs_reach_embedding_members_and_only_sequence_searchers(qui
     sequence; gradient ascent and CMA-ES refuse class integers."""
     run, row = quick_fit("tfbind8/reinforce.yaml", "--ascent.searcher.init_args.iterations", "3")
     assert row["method"] == "reinforce/ens_mean"
+    # Released mode on TFBind8: the policy stays at the top designs' frequencies, and the row says so.
+    assert max(row["search_diagnostics"]["policy_max_abs_prob_change"]) < 1e-6
+    assert any("did not move" in f and "aaee3a3" in f for f in row["search_diagnostics"]["flags"])
     assert np.load(run / "designs.npy").shape == (128, 8)
     with pytest.raises(SettingsError, match="gradient ascent needs continuous features"):
         quick_fit("tfbind8/reinforce.yaml", "--ascent.searcher", "null")
