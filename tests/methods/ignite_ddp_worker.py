@@ -39,6 +39,8 @@ CASES: dict[str, tuple[str, int, bool]] = {
     "finite_difference": ("finite_difference", 2000, True),
     "exact": ("exact", 2000, True),
     "uneven": ("finite_difference", 1993, False),
+    # embedding members (integer designs), IGNITE's released per-lookup norm across ranks
+    "embedding": ("finite_difference", 2000, True),
 }
 
 
@@ -61,9 +63,11 @@ def train(devices: int, out: str | os.PathLike, case: str = "finite_difference")
     """Train one case and write ``out/rank<r>.pt`` (``lambdas``, ``state_dict``, ``world_size``,
     ``batches_per_epoch``)."""
     grad_mode, max_samples, drop_last = CASES[case]
-    dm = MBODataModule(max_samples=max_samples, batch_size=BATCH_SIZE, seed=SEED, drop_last=drop_last)
+    embedding = {"encoding": "integers", "normalize_x": False} if case == "embedding" else {}
+    dm = MBODataModule(max_samples=max_samples, batch_size=BATCH_SIZE, seed=SEED, drop_last=drop_last, **embedding)
     pl.seed_everything(SEED, verbose=False)
-    model = Surrogate(dm.input_dim, members=MEMBERS, hidden=HIDDEN, ignite=ignite_settings(grad_mode))
+    model = Surrogate(dm.input_dim, members=MEMBERS, hidden=HIDDEN, ignite=ignite_settings(grad_mode),
+                      embedding=[4, 8] if embedding else None)
     record = RecordLambda()
     kwargs = {"strategy": "ddp"} if devices > 1 else {}
     trainer = MBOTrainer(

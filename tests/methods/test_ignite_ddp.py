@@ -23,7 +23,7 @@ import torch
 from tests.methods.ddp_launch import launch, load_worker
 
 WORKER = Path(__file__).with_name("ignite_ddp_worker.py")
-CASES = ["finite_difference", "exact", "uneven"]
+CASES = ["finite_difference", "exact", "uneven", "embedding"]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -68,3 +68,8 @@ def test_two_process_ddp_matches_one_process(ddp_runs: Path, tmp_path: Path, gra
 
 def test_uneven_last_batch_matches_one_process(ddp_runs: Path, tmp_path: Path):
     _compare(ddp_runs, tmp_path, "uneven")
+
+
+def test_embedding_members_per_lookup_norm_matches_one_process(ddp_runs: Path, tmp_path: Path):
+    """The per-lookup norm sums the ranks' lookup rows (each rank's h is world x its share of the mean)."""
+    _compare(ddp_runs, tmp_path, "embedding")
