@@ -28,7 +28,7 @@ from pathlib import Path
 import mujoco
 import numpy as np
 
-from lightning_mbo.tasks.morphology import MORPHOLOGY_TASKS, MorphologyOracle, available_cores
+from lightning_mbo.tasks.morphology.rollout import MORPHOLOGY_TASKS, MorphologyOracle, available_cores
 
 TASKS = {"ant": "AntMorphology-Exact-v0", "dkitty": "DKittyMorphology-Exact-v0"}
 

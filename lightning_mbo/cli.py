@@ -24,7 +24,7 @@ from lightning_mbo.checkpoint import CheckpointError, check_matches, load_checkp
 from lightning_mbo.data.datamodule import MBODataModule
 from lightning_mbo.methods.surrogate import Surrogate
 from lightning_mbo.tasks import BadDataError, DesignNotFoundError, MissingDataError, UnknownTaskError
-from lightning_mbo.tasks.download import DownloadError
+from lightning_mbo.tasks.commands.download import DownloadError
 from lightning_mbo.tasks.oracles import MissingDependencyError
 from lightning_mbo.validation import SettingsError
 
@@ -41,6 +41,35 @@ DEFAULT_SAVE_DIR = "logs"
 
 #: Exit status of a run stopped by SIGTERM (128 + 15, as a shell reports it).
 EXIT_SIGTERM = 143
+
+
+#: The trainer's settings every method shares (parser defaults; a config or ``--trainer.*`` overrides
+#: them): one device, TensorBoard under ``logs/<task>/<method>`` (see :func:`run_name`), ``last.ckpt``
+#: every epoch (a method with large networks sets ``every_n_epochs`` in its config).
+TRAINER_DEFAULTS = {
+    "trainer.devices": 1,
+    "trainer.logger": {
+        "class_path": "pytorch_lightning.loggers.TensorBoardLogger",
+        # default_hp_metric off: the HParams tab gets the final design scores instead
+        "init_args": {"save_dir": DEFAULT_SAVE_DIR, "default_hp_metric": False},
+    },
+    "trainer.callbacks": [
+        {"class_path": "pytorch_lightning.callbacks.ModelCheckpoint",
+         "init_args": {"save_last": True, "every_n_epochs": 1}},
+    ],
+}
+
+
+def run_name(config_files: list[Any], model: Any) -> str:
+    """The logger's name for a run: ``<task folder>/<config stem>`` of the first config file
+    (``configs/tfbind8/cma_es.yaml``: ``tfbind8/cma_es``), with ``_ignite`` when the model trains under
+    IGNITE and the stem does not say so (``--config configs/ignite.yaml``); ``default`` without a config."""
+    if not config_files:
+        return "default"
+    first = Path(str(config_files[0]))
+    name = f"{first.parent.name}/{first.stem}"
+    ignite = (model.get("init_args") or {}).get("ignite") if hasattr(model, "get") else None
+    return name + "_ignite" if ignite is not None and not name.endswith("_ignite") else name
 
 
 class MBOTrainer(Trainer):
@@ -102,10 +131,13 @@ class MBOCLI(LightningCLI):
         parser.link_arguments("data.input_dim", "model.init_args.input_dim", apply_on="instantiate")
         # Design search is always on, its settings under one key for every subcommand (--ascent.*).
         parser.add_lightning_class_args(DesignAscent, "ascent")
+        # What every method config shared; a config states only what differs (e.g. max_epochs).
+        parser.set_defaults(TRAINER_DEFAULTS)
 
     def before_instantiate_classes(self) -> None:
         """Settings implied by others, set before anything is built:
 
+        * the logger's ``name`` unset: :func:`run_name` of the config files;
         * ``data.seed`` unset: the run's ``seed_everything`` (so ``--seed_everything 1`` changes
           the split and data order too);
         * ``--trainer.default_root_dir`` given while the logger writes to the configs' ``logs``:
@@ -116,6 +148,9 @@ class MBOCLI(LightningCLI):
         * ``--trainer.max_epochs`` that trains nothing: refused.
         """
         cfg = self.config[self.subcommand] if self.subcommand else self.config
+        logger = cfg.trainer.logger
+        if hasattr(logger, "init_args") and "name" in logger.init_args and logger.init_args.name is None:
+            logger.init_args.name = run_name(cfg.get("config") or [], cfg.model)
         if cfg.data.seed is None:
             cfg.data.seed = int(cfg.seed_everything) if not isinstance(cfg.seed_everything, bool) else 0
         logger = cfg.trainer.logger
@@ -184,7 +219,7 @@ def main(args: list[str] | None = None, run: bool = True) -> MBOCLI | None:
     checkpoint), ``benchmark`` (a grid of runs and its table, see :mod:`lightning_mbo.benchmark`),
     ``results`` (every ``results.json`` below a folder as one table), ``tasks`` (the registered
     tasks and where their data is) and ``data`` (download a task's files, check its oracle; see
-    :mod:`lightning_mbo.tasks.data_cli`).
+    :mod:`lightning_mbo.tasks.commands.data`).
     """
     from_command_line = args is None
     args = list(sys.argv[1:] if args is None else args)
@@ -239,7 +274,7 @@ def _benchmark(args: list[str]) -> int:
 
 
 def _tasks(args: list[str]) -> int:
-    from lightning_mbo.tasks.listing import main as tasks_main  # noqa: PLC0415
+    from lightning_mbo.tasks.commands.listing import main as tasks_main  # noqa: PLC0415
 
     return tasks_main(args)
 
@@ -251,7 +286,7 @@ def _results(args: list[str]) -> int:
 
 
 def _data(args: list[str]) -> int:
-    from lightning_mbo.tasks.data_cli import main as data_main  # noqa: PLC0415
+    from lightning_mbo.tasks.commands.data import main as data_main  # noqa: PLC0415
 
     return data_main(args)
 

@@ -57,7 +57,7 @@ CBAS_F = "lightning_mbo/functional/cbas.py"
 ROMA_F, T_ROMA = "lightning_mbo/functional/roma.py", "tests/methods/test_roma.py"
 COTEACH, T_COTEACH = "lightning_mbo/functional/coteaching.py", "tests/functional/test_coteaching.py"
 MINS_F = "lightning_mbo/functional/mins.py"
-MORPH_ENV, T_MORPH = "lightning_mbo/tasks/morphing_env.py", "tests/tasks/test_morphology.py"
+MORPH_ENV, T_MORPH = "lightning_mbo/tasks/morphology/env.py", "tests/tasks/test_morphology.py"
 
 MUTANTS: tuple[Mutant, ...] = (
     Mutant("soft_label_ascent", "soft-label step (paper Eq. 9) ascends the outer MSE, in both backends", (
@@ -114,9 +114,9 @@ MUTANTS: tuple[Mutant, ...] = (
              'name="UTR-ResNet-v0", min_percentile=0, max_percentile=20,'),
     ), ("tests/tasks/test_registry.py",)),
     Mutant("oracle_first_occurrence", "exact oracle keeps the first occurrence of a design, not the last", (
-        Edit("lightning_mbo/tasks/oracles.py", "np.unique(keys[::-1], return_index=True)",
+        Edit("lightning_mbo/tasks/exact/oracle.py", "np.unique(keys[::-1], return_index=True)",
              "np.unique(keys, return_index=True)"),
-        Edit("lightning_mbo/tasks/oracles.py", ".reshape(-1)[::-1][rev_first]", ".reshape(-1)[rev_first]"),
+        Edit("lightning_mbo/tasks/exact/oracle.py", ".reshape(-1)[::-1][rev_first]", ".reshape(-1)[rev_first]"),
     ), ("tests/tasks",)),
     Mutant("split_exclusive", "visible split drops rows equal to the upper percentile", (
         Edit("lightning_mbo/tasks/task.py", "(y >= lo) & (y <= hi)", "(y >= lo) & (y < hi)"),
@@ -173,12 +173,12 @@ MUTANTS: tuple[Mutant, ...] = (
         Edit(MORPH_ENV, "forward_reward = (x_after - x_before) / dt", "forward_reward = (x_before - x_after) / dt"),
     ), (T_MORPH,)),
     Mutant("legs_not_clipped", "morphology designs are not clipped to the legs' bounds", (
-        Edit("lightning_mbo/tasks/morphology.py",
+        Edit("lightning_mbo/tasks/morphology/rollout.py",
              "return np.clip(x.reshape(len(x), n_legs, fields), self.robot.lower, self.robot.upper)",
              "return x.reshape(len(x), n_legs, fields)"),
     ), (T_MORPH,)),
     Mutant("policy_no_relu", "the morphology policy loses its second ReLU", (
-        Edit("lightning_mbo/tasks/morphing_policy.py", "h = np.maximum(0.0, w2 @ h + b2)", "h = w2 @ h + b2"),
+        Edit("lightning_mbo/tasks/morphology/policy.py", "h = np.maximum(0.0, w2 @ h + b2)", "h = w2 @ h + b2"),
     ), (T_MORPH,)),
     Mutant("mins_condition_ignored", "MINs' generator ignores the score it is conditioned on", (
         Edit("lightning_mbo/generative/gan.py", "e = self.embed(y.reshape(-1, 1).to(a))",
@@ -195,11 +195,11 @@ MUTANTS: tuple[Mutant, ...] = (
              "final = encode(sample(exploit, y.min(), n))"),
     ), ("tests/search/test_mins.py",)),
     Mutant("forest_x_unscaled", "the Superconductor forest's designs not divided by their std", (
-        Edit("lightning_mbo/tasks/forest.py", "z = (x - self.norm.x_mean) / self.norm.x_std",
+        Edit("lightning_mbo/tasks/forest/oracle.py", "z = (x - self.norm.x_mean) / self.norm.x_std",
              "z = x - self.norm.x_mean"),
     ), ("tests/tasks/test_superconductor.py",)),
     Mutant("download_keeps_by_existence", "data download keeps present files without checking their checksum", (
-        Edit("lightning_mbo/tasks/download.py", "        if checksum_ok(local, remote):",
+        Edit("lightning_mbo/tasks/commands/download.py", "        if checksum_ok(local, remote):",
              "        if local.is_file():"),
     ), ("tests/tasks/test_download.py",)),
 )

@@ -45,7 +45,7 @@ ORIGIN_SHIPPED = "shipped with lightning_mbo"
 
 def download_command(spec: TaskSpec, root: str | os.PathLike) -> str:
     """The command that downloads ``spec``'s files into the data directory ``root``
-    (:mod:`lightning_mbo.tasks.download`; nothing is ever downloaded without it)."""
+    (:mod:`lightning_mbo.tasks.commands.download`; nothing is ever downloaded without it)."""
     return f"python -m lightning_mbo data download {spec.name} --data_dir {root}"
 
 

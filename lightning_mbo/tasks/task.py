@@ -11,14 +11,10 @@ import torch
 from torch import Tensor
 
 from lightning_mbo.tasks.encoding import from_logits, to_logits
+from lightning_mbo.tasks.exact import ExactOracle
 from lightning_mbo.tasks.io import BadDataError, MissingDataError, check_finite, read_task_data
-from lightning_mbo.tasks.oracles import (
-    DesignBenchOracle,
-    ExactOracle,
-    MissingDependencyError,
-    Oracle,
-    morphology_oracle,
-)
+from lightning_mbo.tasks.morphology import morphology_oracle
+from lightning_mbo.tasks.oracles import DesignBenchOracle, MissingDependencyError, Oracle
 from lightning_mbo.tasks.registry import TaskSpec, get_spec
 from lightning_mbo.tasks.synthetic import SYNTHETIC
 from lightning_mbo.validation import SettingsError, check_choice
@@ -245,7 +241,7 @@ class Task:
         if self.spec.oracle == "mujoco":
             return morphology_oracle(self.name, folder / oracle_file, folder.parent)
         try:
-            from lightning_mbo.tasks.forest import forest_oracle  # noqa: PLC0415
+            from lightning_mbo.tasks.forest.oracle import forest_oracle  # noqa: PLC0415
         except ImportError as err:
             raise MissingDependencyError(f"{self.name}'s oracle is a scikit-learn random forest, and scikit-learn "
                                          f"could not be imported ({err}); install it with pip install "

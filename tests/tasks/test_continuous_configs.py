@@ -66,7 +66,7 @@ def data(tmp_path_factory) -> Path:
 def test_every_continuous_config_fits(config, data, tmp_path, monkeypatch):
     folder, name = config.parent.name, config.stem.removesuffix("_ignite")
     if folder != "superconductor":
-        morphology = pytest.importorskip("lightning_mbo.tasks.morphology")
+        morphology = pytest.importorskip("lightning_mbo.tasks.morphology.rollout")
         monkeypatch.setattr(morphology, "available_cores", lambda: 1)  # rollouts in this process
     monkeypatch.setattr(sys, "argv", ["lightning-mbo"])
     tri = name in ("tri_mentoring", "mean_of_3_proxies")

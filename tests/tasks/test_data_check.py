@@ -14,8 +14,8 @@ import pytest
 pytest.importorskip("sklearn")
 
 from lightning_mbo.tasks import MissingDataError, Task  # noqa: E402
-from lightning_mbo.tasks.check import agreement, check  # noqa: E402
-from lightning_mbo.tasks.data_cli import main as data_main  # noqa: E402
+from lightning_mbo.tasks.commands.check import agreement, check  # noqa: E402
+from lightning_mbo.tasks.commands.data import main as data_main  # noqa: E402
 from lightning_mbo.tasks.oracles import MissingDependencyError  # noqa: E402
 from tests.tasks.design_bench_files import SUPERCONDUCTOR, write_superconductor, write_zip  # noqa: E402
 
@@ -87,7 +87,7 @@ def test_ported_rollouts_are_wired_and_marked(ant_dir, monkeypatch, capsys):
     root, x = ant_dir
     calls = []
 
-    class FakeMorphologyOracle:  # the interface of lightning_mbo.tasks.morphology.MorphologyOracle
+    class FakeMorphologyOracle:  # the interface of lightning_mbo.tasks.morphology.rollout.MorphologyOracle
         def __init__(self, task_name, policy_path):
             calls.append((task_name, policy_path))
 
@@ -95,9 +95,9 @@ def test_ported_rollouts_are_wired_and_marked(ant_dir, monkeypatch, capsys):
             assert designs.dtype == np.float32 and designs.shape[1] == 60
             return designs.sum(1, keepdims=True)  # (n, 1)
 
-    fake = types.ModuleType("lightning_mbo.tasks.morphology")
+    fake = types.ModuleType("lightning_mbo.tasks.morphology.rollout")
     fake.MorphologyOracle = FakeMorphologyOracle
-    monkeypatch.setitem(sys.modules, "lightning_mbo.tasks.morphology", fake)
+    monkeypatch.setitem(sys.modules, "lightning_mbo.tasks.morphology.rollout", fake)
     with pytest.raises(MissingDataError, match=f"ant_oracle.pkl, which is missing; download it with: python -m "
                                                f"lightning_mbo data download {ANT} --data_dir {root}"):
         Task(ANT, data_dir=root).score(x[:1])
@@ -108,13 +108,14 @@ def test_ported_rollouts_are_wired_and_marked(ant_dir, monkeypatch, capsys):
     assert calls[-1] == (ANT, root / "ant_morphology/ant_oracle.pkl")
     info = Task(ANT, data_dir=root).oracle_info
     assert (info["kind"], info["canonical"], info["ported"]) == ("mujoco_port", True, True)
-    monkeypatch.setitem(sys.modules, "lightning_mbo.tasks.morphology", None)  # the port or mujoco absent
+    monkeypatch.setitem(sys.modules, "lightning_mbo.tasks.morphology.rollout", None)  # the port or mujoco absent
     with pytest.raises(MissingDependencyError, match=r"pip install 'lightning_mbo\[continuous\]'"):
         Task(ANT, data_dir=root).score(x[:1])
 
 
 def test_the_real_port_scores_through_the_task(ant_dir, monkeypatch):
-    morphology = pytest.importorskip("lightning_mbo.tasks.morphology")  # skipped only if the port (or mujoco) is absent
+    # Skipped only if the port (or mujoco) is absent.
+    morphology = pytest.importorskip("lightning_mbo.tasks.morphology.rollout")
     root, x = ant_dir
     rng = np.random.default_rng(0)
     sizes = [(8, 179), (8, 8), (24, 8)]  # the Ant's observation (179) -> 2 x 12 actions

@@ -19,7 +19,7 @@ from huggingface_hub.hf_api import RepoFile, RepoFolder  # noqa: E402
 from lightning_mbo.cli import main  # noqa: E402
 from lightning_mbo.tasks import QUADRATIC, MissingDataError, Task, UnknownTaskError  # noqa: E402
 from lightning_mbo.tasks import io as task_io  # noqa: E402
-from lightning_mbo.tasks.download import (  # noqa: E402
+from lightning_mbo.tasks.commands.download import (  # noqa: E402
     MIRROR_REPO,
     DownloadError,
     HuggingFaceHub,

@@ -1,4 +1,4 @@
-"""``python -m lightning_mbo tasks`` (lightning_mbo.tasks.listing): every task and where its data is."""
+"""``python -m lightning_mbo tasks`` (lightning_mbo.tasks.commands.listing): every task and where its data is."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from lightning_mbo.tasks import QUADRATIC, TASKS, io
-from lightning_mbo.tasks.listing import format_tasks, main, task_rows
+from lightning_mbo.tasks.commands.listing import format_tasks, main, task_rows
 
 TFBIND8, TFBIND10 = "TFBind8-Exact-v0", "TFBind10-Exact-v0"
 DESIGN_BENCH_TASKS = [name for name, spec in TASKS.items() if spec.oracle != "closed_form"]

@@ -18,14 +18,7 @@ import torch
 mujoco = pytest.importorskip("mujoco")
 
 from lightning_mbo.tasks.io import BadDataError, MissingDataError  # noqa: E402
-from lightning_mbo.tasks.mjcf_ant import ANT_DEFAULT_DESIGN, ANT_LEG_LOWER, ANT_LEG_UPPER, ant_mjcf  # noqa: E402
-from lightning_mbo.tasks.mjcf_dkitty import (  # noqa: E402
-    DKITTY_DEFAULT_DESIGN,
-    DKITTY_LEG_LOWER,
-    DKITTY_LEG_UPPER,
-    dkitty_mjcf,
-)
-from lightning_mbo.tasks.morphing_env import (  # noqa: E402
+from lightning_mbo.tasks.morphology.env import (  # noqa: E402
     AntEnv,
     DKittyEnv,
     ant_reward,
@@ -36,8 +29,15 @@ from lightning_mbo.tasks.morphing_env import (  # noqa: E402
     normalize_design,
     was_reset,
 )
-from lightning_mbo.tasks.morphing_policy import POLICY_KEYS, load_policy  # noqa: E402
-from lightning_mbo.tasks.morphology import MORPHOLOGY_TASKS, MorphologyOracle, Rollout  # noqa: E402
+from lightning_mbo.tasks.morphology.mjcf_ant import ANT_DEFAULT_DESIGN, ANT_LEG_LOWER, ANT_LEG_UPPER, ant_mjcf  # noqa: E402
+from lightning_mbo.tasks.morphology.mjcf_dkitty import (  # noqa: E402
+    DKITTY_DEFAULT_DESIGN,
+    DKITTY_LEG_LOWER,
+    DKITTY_LEG_UPPER,
+    dkitty_mjcf,
+)
+from lightning_mbo.tasks.morphology.policy import POLICY_KEYS, load_policy  # noqa: E402
+from lightning_mbo.tasks.morphology.rollout import MORPHOLOGY_TASKS, MorphologyOracle, Rollout  # noqa: E402
 from lightning_mbo.tasks.registry import UnknownTaskError  # noqa: E402
 from lightning_mbo.validation import SettingsError  # noqa: E402
 

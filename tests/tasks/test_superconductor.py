@@ -18,14 +18,14 @@ pytest.importorskip("sklearn")
 
 from lightning_mbo.cli import main  # noqa: E402
 from lightning_mbo.tasks import BadDataError, MissingDataError, Task  # noqa: E402
-from lightning_mbo.tasks.forest import (  # noqa: E402
+from lightning_mbo.tasks.forest.oracle import (  # noqa: E402
     INTERNAL_ROWS,
     read_forest_zip,
     released_normalization,
     split_normalization,
     split_validation,
 )
-from lightning_mbo.tasks.sklearn_pickle import load_forest  # noqa: E402
+from lightning_mbo.tasks.forest.sklearn_pickle import load_forest  # noqa: E402
 from lightning_mbo.validation import SettingsError  # noqa: E402
 from tests.conftest import REPO, read_result  # noqa: E402
 from tests.tasks.design_bench_files import (  # noqa: E402
@@ -219,7 +219,7 @@ def test_quick_fit_records_the_oracle(files, tmp_path, monkeypatch):
 
 
 def test_tasks_listing_says_when_the_forest_is_missing(tmp_path, files):
-    from lightning_mbo.tasks.listing import task_rows  # noqa: PLC0415
+    from lightning_mbo.tasks.commands.listing import task_rows  # noqa: PLC0415
 
     write_superconductor(tmp_path, n=300, internal=200, forest=False)
     rows = {row["name"]: row for row in task_rows(tmp_path)}

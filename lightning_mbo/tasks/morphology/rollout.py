@@ -5,11 +5,11 @@ design-bench 2.0.20 scores a morphology design by walking it with a trained poli
 
 1. the design vector is split into 4 legs and each leg is clipped to morphing-agents'
    ``LEG_LOWER_BOUND`` / ``LEG_UPPER_BOUND`` (``np.clip`` in float64);
-2. the robot is built from the clipped legs (:mod:`~lightning_mbo.tasks.mjcf_ant`,
-   :mod:`~lightning_mbo.tasks.mjcf_dkitty`) with the normalised design in its observation;
+2. the robot is built from the clipped legs (:mod:`~lightning_mbo.tasks.morphology.mjcf_ant`,
+   :mod:`~lightning_mbo.tasks.morphology.mjcf_dkitty`) with the normalised design in its observation;
 3. one rollout of at most 100 steps (``rollout_horizon=100``) under the deterministic policy
-   (:mod:`~lightning_mbo.tasks.morphing_policy`), stopping early when the environment says done
-   (:mod:`~lightning_mbo.tasks.morphing_env`);
+   (:mod:`~lightning_mbo.tasks.morphology.policy`), stopping early when the environment says done
+   (:mod:`~lightning_mbo.tasks.morphology.env`);
 4. the score is the sum of the rewards, accumulated in float32 (``sum_of_rewards +=
    rew.astype(np.float32)``). One rollout per design: ``internal_measurements`` is 1 and the
    registered ``noise_std`` 0.
@@ -27,7 +27,7 @@ contacts), but the engine's solver and collision code changed between those vers
 can differ from the one design-bench's dataset stores for the same design.
 
 When MuJoCo finds a state NaN, infinite or huge it warns (logged by
-:mod:`~lightning_mbo.tasks.morphing_env`'s logger) and resets the simulation to the model's rest
+:mod:`~lightning_mbo.tasks.morphology.env`'s logger) and resets the simulation to the model's rest
 pose; the rollout goes on from there and :attr:`MorphologyOracle.unstable` marks the design.
 ROBEL's mujoco-py backend, which the D'Kitty ran on, did the same (it logs the warning); for the
 Ant, mujoco-py turned the warning into an exception, which ended design-bench's whole call.
@@ -47,10 +47,10 @@ from typing import Any
 import numpy as np
 
 from lightning_mbo.tasks.io import BadDataError
-from lightning_mbo.tasks.mjcf_ant import ANT_LEG_LOWER, ANT_LEG_UPPER
-from lightning_mbo.tasks.mjcf_dkitty import DKITTY_LEG_LOWER, DKITTY_LEG_UPPER, Mode
-from lightning_mbo.tasks.morphing_env import AntEnv, DKittyEnv, mujoco_warnings_logged, was_reset
-from lightning_mbo.tasks.morphing_policy import MlpPolicy, load_policy
+from lightning_mbo.tasks.morphology.env import AntEnv, DKittyEnv, mujoco_warnings_logged, was_reset
+from lightning_mbo.tasks.morphology.mjcf_ant import ANT_LEG_LOWER, ANT_LEG_UPPER
+from lightning_mbo.tasks.morphology.mjcf_dkitty import DKITTY_LEG_LOWER, DKITTY_LEG_UPPER, Mode
+from lightning_mbo.tasks.morphology.policy import MlpPolicy, load_policy
 from lightning_mbo.tasks.registry import UnknownTaskError
 from lightning_mbo.validation import check_choice, check_range
 

@@ -33,7 +33,7 @@ from lightning_mbo.tasks.task import OracleNormalization, Task
 def agreement(scored: np.ndarray, stored: np.ndarray, span: float) -> dict[str, float]:
     """How ``scored`` ``(n,)`` agrees with ``stored`` ``(n,)``: Pearson, Spearman, mean and largest
     absolute difference (raw and as a share of ``span``, the task's score range) and the share equal."""
-    from lightning_mbo.tasks.forest import spearman  # noqa: PLC0415
+    from lightning_mbo.tasks.forest.oracle import spearman  # noqa: PLC0415
 
     a, b = np.asarray(scored, np.float64).reshape(-1), np.asarray(stored, np.float64).reshape(-1)
     diff = np.abs(a - b)
@@ -73,7 +73,7 @@ def check(task: str, data_dir: str | os.PathLike | None = None, rows: int = 128,
         "agreement": agreement(scored, t.y_all[idx], t.y_max - t.y_min), "split": None, "passed": None,
     }
     if t.spec.oracle == "random_forest":
-        from lightning_mbo.tasks.forest import read_forest_zip, split_validation  # noqa: PLC0415
+        from lightning_mbo.tasks.forest.oracle import read_forest_zip, split_validation  # noqa: PLC0415
 
         split = split_validation(read_forest_zip(Path(t.oracle_info["file"])), t.data_folder.parent, t.x_all, t.y_all)
         result["split"] = split

@@ -1,11 +1,11 @@
 """``python -m lightning_mbo data {download,check,refit}``: getting and validating a task's files.
 
 * ``download TASK [TASK ...] [--data_dir D]``: the task's shards and oracle files from design-bench's
-  data mirror (:mod:`lightning_mbo.tasks.download`); the only command that downloads anything.
+  data mirror (:mod:`lightning_mbo.tasks.commands.download`); the only command that downloads anything.
 * ``check TASK [--data_dir D] [--rows N]``: re-score dataset rows with the oracle and compare with
-  the stored scores (:mod:`lightning_mbo.tasks.check`); exit status 1 when the forest's own check fails.
+  the stored scores (:mod:`lightning_mbo.tasks.commands.check`); exit status 1 when the forest's own check fails.
 * ``refit Superconductor-RandomForest-v0 [--data_dir D]``: fit a NON-CANONICAL stand-in forest for
-  users without design-bench's saved one (:func:`lightning_mbo.tasks.forest.refit_forest`).
+  users without design-bench's saved one (:func:`lightning_mbo.tasks.forest.oracle.refit_forest`).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _download(ns: argparse.Namespace) -> int:
-    from lightning_mbo.tasks.download import MIRROR_REPO, HuggingFaceHub, default_data_dir, download  # noqa: PLC0415
+    from lightning_mbo.tasks.commands.download import MIRROR_REPO, HuggingFaceHub, default_data_dir, download  # noqa: PLC0415
 
     root = default_data_dir(ns.data_dir)
     hub = HuggingFaceHub(ns.repo or MIRROR_REPO, ns.revision)
@@ -61,7 +61,7 @@ def _download(ns: argparse.Namespace) -> int:
 
 
 def _check(ns: argparse.Namespace) -> int:
-    from lightning_mbo.tasks.check import check, format_check, write_json  # noqa: PLC0415
+    from lightning_mbo.tasks.commands.check import check, format_check, write_json  # noqa: PLC0415
 
     result = check(ns.task, ns.data_dir, rows=ns.rows, seed=ns.seed, oracle_normalization=ns.oracle_normalization,
                    tolerance=ns.tolerance)
@@ -72,7 +72,7 @@ def _check(ns: argparse.Namespace) -> int:
 
 
 def _refit(ns: argparse.Namespace) -> int:
-    from lightning_mbo.tasks.forest import refit_forest  # noqa: PLC0415
+    from lightning_mbo.tasks.forest.oracle import refit_forest  # noqa: PLC0415
     from lightning_mbo.tasks.task import Task  # noqa: PLC0415
 
     if TASKS.get(ns.task) is None or TASKS[ns.task].oracle != "random_forest":

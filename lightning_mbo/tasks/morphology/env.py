@@ -37,8 +37,8 @@ except ImportError as err:  # an optional dependency: only the morphology tasks 
     raise ImportError("the Ant and D'Kitty morphology oracles need MuJoCo's Python bindings: pip install 'mujoco>=3'"
                       ) from err
 
-from lightning_mbo.tasks.mjcf_ant import ANT_LEG_LOWER, ANT_LEG_UPPER, ant_mjcf
-from lightning_mbo.tasks.mjcf_dkitty import (
+from lightning_mbo.tasks.morphology.mjcf_ant import ANT_LEG_LOWER, ANT_LEG_UPPER, ant_mjcf
+from lightning_mbo.tasks.morphology.mjcf_dkitty import (
     DKITTY_FRAME_SKIP,
     DKITTY_LEG_FIELDS,
     DKITTY_LEG_LOWER,
@@ -234,7 +234,7 @@ class DKittyEnv:
     Args:
         legs: ``(4, 14)`` leg parameters within the bounds.
         mode: ``"released"`` or ``"fixed"``: the thigh joint limits
-            (:func:`~lightning_mbo.tasks.mjcf_dkitty.dkitty_mjcf`) and ``bonus_small`` (:func:`dkitty_reward`).
+            (:func:`~.mjcf_dkitty.dkitty_mjcf`) and ``bonus_small`` (:func:`dkitty_reward`).
     """
 
     observation_size = 108

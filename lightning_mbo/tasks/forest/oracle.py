@@ -42,9 +42,9 @@ from typing import Any, Literal
 
 import numpy as np
 
+from lightning_mbo.tasks.forest.sklearn_pickle import LoadedForest, load_forest, restricted_loads
 from lightning_mbo.tasks.io import BadDataError, MissingDataError, download_command, find_shards, read_shards
 from lightning_mbo.tasks.registry import get_spec
-from lightning_mbo.tasks.sklearn_pickle import LoadedForest, load_forest, restricted_loads
 
 __all__ = ["ForestFile", "ForestNormalization", "ForestOracle", "Normalization", "forest_oracle", "read_forest_zip",
            "refit_forest", "released_normalization", "spearman", "split_normalization", "split_validation",
@@ -155,7 +155,7 @@ class ForestFile:
     Attributes:
         path: the zip.
         sha256: hex digest of its bytes.
-        forest: the unpickled forest (:class:`~lightning_mbo.tasks.sklearn_pickle.LoadedForest`).
+        forest: the unpickled forest (:class:`~lightning_mbo.tasks.forest.sklearn_pickle.LoadedForest`).
         rank_correlation: the Spearman correlation design-bench measured on the split's validation half.
         split_kwargs: how design-bench split the fitting rows (``disk_target``: where the split is).
         model_kwargs: the forest's settings.
