@@ -1,0 +1,52 @@
+"""Every shipped config stack still resolves to the settings recorded in
+``tests/snapshots/resolved_configs.json`` (see :mod:`tests.config_snapshot`): a change to ``configs/`` or
+to the CLI's defaults that moves a setting must not change it."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.config_snapshot import ABSENT, REPO_ROOT, expand, flatten, parser, resolve
+
+SNAPSHOT = json.loads((Path(__file__).parent / "snapshots" / "resolved_configs.json").read_text())
+
+#: Keys allowed to differ from the snapshot, each with the reason (a key the code gained since is
+#: not compared: it resolves to its code default).
+CHANGED: dict[str, str] = {}
+
+#: The overlay that replaced the ``<method>_ignite.yaml`` copies.
+IGNITE = "configs/ignite.yaml"
+
+
+def current_stack(name: str) -> list[str]:
+    """The files that give a recorded stack today: ``<method>_ignite.yaml`` is ``<method>.yaml`` and
+    the IGNITE overlay."""
+    stack = []
+    for path in name.split(" + "):
+        if path.endswith("_ignite.yaml") and not (REPO_ROOT / path).exists():
+            stack += [path.removesuffix("_ignite.yaml") + ".yaml", IGNITE]
+        else:
+            stack.append(path)
+    return stack
+
+
+@pytest.fixture(scope="module")
+def cli_parser():
+    argv, sys.argv = sys.argv, ["lightning-mbo"]
+    try:
+        yield parser()
+    finally:
+        sys.argv = argv
+
+
+@pytest.mark.parametrize("name", sorted(SNAPSHOT["stacks"]))
+def test_stack_resolves_as_recorded(name, cli_parser):
+    stack = current_stack(name)
+    resolved = resolve(stack, cli_parser)
+    got, want = flatten(resolved), expand(SNAPSHOT, name)
+    diff = {k: (want[k], got.get(k, ABSENT)) for k in want if k not in CHANGED and got.get(k, ABSENT) != want[k]}
+    assert not diff, f"{stack}: recorded, now: {diff}"
