@@ -41,6 +41,9 @@ DEFAULT_SAVE_DIR = "logs"
 
 #: Exit status of a run stopped by SIGTERM (128 + 15, as a shell reports it).
 EXIT_SIGTERM = 143
+#: ``ascend``'s usage error without a checkpoint.
+ASCEND_NEEDS_CHECKPOINT = ("ascend needs --ckpt_path: the checkpoint whose model should search, e.g. "
+                           "--ckpt_path logs/<task>/<method>/version_0/checkpoints/last.ckpt")
 
 
 #: The trainer's settings every method shares (parser defaults; a config or ``--trainer.*`` overrides
@@ -105,8 +108,7 @@ class MBOTrainer(Trainer):
             ckpt_path: the checkpoint (e.g. ``logs/.../checkpoints/last.ckpt``).
         """
         if ckpt_path is None:
-            raise SettingsError("ascend needs --ckpt_path: the checkpoint whose model should search, e.g. "
-                                "--ckpt_path logs/<task>/<method>/version_0/checkpoints/last.ckpt")
+            raise SettingsError(ASCEND_NEEDS_CHECKPOINT)
         ckpt = load_checkpoint(ckpt_path)
         check_matches(ckpt, model, datamodule.hparams.task, ckpt_path)
         model.load_state_dict(ckpt["state_dict"])
@@ -145,9 +147,12 @@ class MBOCLI(LightningCLI):
         * ``fit --ckpt_path <run>/checkpoints/last.ckpt`` of a run under this logger's folder: the
           resumed run writes into that run's own folder, not a new ``version_N``;
         * output redirected (not a terminal): no progress bar, which would print a line per step;
-        * ``--trainer.max_epochs`` that trains nothing: refused.
+        * ``--trainer.max_epochs`` that trains nothing: refused;
+        * ``ascend`` without ``--ckpt_path``: refused (before the Trainer prints anything).
         """
         cfg = self.config[self.subcommand] if self.subcommand else self.config
+        if self.subcommand == "ascend" and not cfg.get("ckpt_path"):
+            raise SettingsError(ASCEND_NEEDS_CHECKPOINT)
         logger = cfg.trainer.logger
         if hasattr(logger, "init_args") and "name" in logger.init_args and logger.init_args.name is None:
             logger.init_args.name = run_name(cfg.get("config") or [], cfg.model)
