@@ -1,0 +1,266 @@
+"""One-call GPU check of the published table: TFBind8 and TFBind10 at the released settings, 16 seeds.
+
+What runs, in this order (the most valuable cells first; every finished cell is written at once):
+
+1. TFBind8 Ens-Mean and Ens-Min, without and with IGNITE: one fit per mode (5 members x 16 seeds as
+   replicates of ONE stacked module), then two searches of the same trained members (``fit`` with the
+   Ens-Mean config, ``ascend`` with the Ens-Min config on its ``last.ckpt``): only the aggregation differs.
+2. The same on TFBind10.
+3. Gradient ascent (GA), without and with IGNITE, TFBind8 then TFBind10.
+4. COMs, without and with IGNITE, 16 seeds stacked (``COMs`` takes ``replicates``), TFBind8 then TFBind10.
+5. Tri-mentoring on TFBind8, one seed, end to end, ``--model.init_args.outer_precision=tf32`` (torch
+   1.7-1.11 and TensorFlow >= 2.4 ran float32 matmuls as TF32 on Ampere by default); whole-run time.
+
+Each cell is ``lightning_mbo.cli.main`` in this process (the benchmark runner's ``fit`` command line,
+:func:`lightning_mbo.benchmark._fit_args`), so every run leaves its usual ``results.json``; the table
+is :func:`lightning_mbo.benchmark.write_table` (means, spreads, seeds, whole-run seconds per cell,
+device, versions, and the with/without-IGNITE comparison of :mod:`lightning_mbo.comparison`), written
+to ``<out>/table.md`` (and ``table.csv``, ``runs.csv``) after EVERY cell, with ``cells.json`` saying which
+cells finished, how long each took and which were skipped and why. A global budget (``--budget``,
+seconds) skips a cell whose estimate would not fit in what is left, so a time-out still returns the
+cells that finished.
+
+The device command (one call, 9 minutes; the packed TFBind10 copy is unpacked first, a few seconds):
+
+  d=$(mktemp -d) && python ../shared/data/tfbind10/unpack.py $d && \\
+  timeout 540 python benchmarks/gpu_check.py --tfbind10-dir $d --budget 500 --out $OUT
+
+CPU smoke run of the very same code path at tiny sizes (quick overlays, 2 replicates, few rows and
+steps, a 4**10-design TFBind10 stand-in in design-bench's on-disk format when no data folder is given):
+
+  python benchmarks/gpu_check.py --smoke --out /tmp/gpu_check_smoke
+
+Sizing (the estimate each cell is checked against; see :func:`estimate_seconds`):
+
+- FLOPs, from the shapes: a 2x2048 member on one-hot input d (TFBind8 d = 8*4 = 32, TFBind10 d = 40)
+  does d*2048 + 2048*2048 + 2048*2 multiply-adds per row forward (4.26 M for TFBind8), so
+  6 * that FLOPs per row for forward and backward: 25.6 MFLOP; a batch of 128 is 3.27 GFLOP per member
+  step, and 80 members (5 x 16 seeds) 262 GFLOP per stacked step.
+- Steps: TFBind8's visible rows (32,898 less 200 validation) / 128 = 256 steps per epoch, 100 epochs:
+  25.6 k steps, 6.7 PFLOP for one Ens fit of 16 seeds.
+- Measured here (benchmarks/step_vs_flops.py, CPU): IGNITE's finite-difference step costs 2.69 plain
+  steps; a plain step runs at 1.16x its FLOP floor.
+- ASSUMPTIONS (not measured: no GPU was available when this was sized): an H100 sustains 60 TFLOP/s on
+  these stacked fp32 products with TF32 allowed (about 15 % of its dense TF32 peak, for small per-member
+  matrices), 3x more overhead on small models (GA: 16 members) per FLOP, and a fixed 15 s per cell for
+  data, start-up and search. With those, Ens +/- IGNITE on TFBind8 is about 2 + 5 min: the remaining
+  cells are skipped with the reason recorded unless the device is faster than assumed, which is what the
+  check is to find out. ``--throughput`` changes the assumption; ``--only`` picks cells.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from lightning_mbo.benchmark import Run, _fit_args, write_table  # noqa: E402
+from lightning_mbo.results import load_rows, save_json  # noqa: E402
+
+SEEDS = 16
+#: Rows, one-hot width and Ens/GA epochs of each task at its released settings (for the estimate only).
+TASK_SHAPES = {"tfbind8": (32_698, 32, 100), "tfbind10": (50_000, 40, 100)}
+IGNITE_STEP_FACTOR = 2.69  # measured: benchmarks/step_vs_flops.py, IGNITE finite-difference step / plain step
+ASSUMED_TFLOPS = 60.0  # ASSUMPTION: sustained fp32/TF32 rate of the stacked products on one H100
+FIXED_SECONDS = 15.0  # ASSUMPTION: data loading, start-up and search per cell
+TASK_NAMES = {"tfbind8": "TFBind8-Exact-v0", "tfbind10": "TFBind10-Exact-v0"}
+
+
+@dataclass
+class Cell:
+    """One fit (and, for Ens, a second search of the same members)."""
+
+    task: str  # tfbind8 | tfbind10
+    method: str  # config name under configs/<task>/
+    members: int = 5
+    replicates: int = SEEDS
+    epochs: int = 100
+    also_min: str | None = None  # config whose search (Ens-Min) reruns on this fit's checkpoint
+    args: list[str] = field(default_factory=list)
+    flop_factor: float = 1.0  # extra FLOPs per member step over a plain surrogate step
+
+    @property
+    def name(self) -> str:
+        return f"{self.task}_{self.method}"
+
+
+def cells() -> list[Cell]:
+    """Every cell in the order it runs: most valuable first."""
+    out: list[Cell] = []
+    for task in ("tfbind8", "tfbind10"):
+        for ign in ("", "_ignite"):
+            out.append(Cell(task, f"ens_mean{ign}", also_min=f"ens_min{ign}"))
+    for task in ("tfbind8", "tfbind10"):
+        for ign in ("", "_ignite"):
+            out.append(Cell(task, f"grad_ascent{ign}", members=1))
+    for task in ("tfbind8", "tfbind10"):
+        for ign in ("", "_ignite"):
+            # COMs: 2 epochs at the released settings, each step a 50-step ascent of negatives (~51 passes).
+            out.append(Cell(task, f"coms{ign}", members=1, epochs=2, flop_factor=51 / 3 + 1))
+    out.append(Cell("tfbind8", "tri_mentoring", members=3, replicates=1, epochs=200, flop_factor=4.0,
+                    args=["--model.init_args.outer_precision=tf32"]))
+    return out
+
+
+def flops(cell: Cell) -> float:
+    """Training FLOPs of one cell from its shapes (2x2048 members, batch 128, forward + backward)."""
+    rows, width, _ = TASK_SHAPES[cell.task]
+    macs_per_row = width * 2048 + 2048 * 2048 + 2048 * 2
+    steps = rows / 128 * cell.epochs
+    factor = cell.flop_factor * (IGNITE_STEP_FACTOR if "ignite" in cell.method else 1.0)
+    return 6 * macs_per_row * 128 * steps * cell.members * cell.replicates * factor
+
+
+def estimate_seconds(cell: Cell, tflops: float) -> float:
+    """Expected whole-cell seconds on the device: FLOPs at the assumed rate (3x slower for the
+    single-member cells, whose products are too small to fill the chip), plus a fixed start-up and
+    search time (twice for a cell that also searches Ens-Min)."""
+    rate = tflops * 1e12 / (3.0 if cell.members * cell.replicates < 32 else 1.0)
+    return flops(cell) / rate + FIXED_SECONDS * (2 if cell.also_min else 1)
+
+
+def _run_cli(args: list[str]) -> None:
+    from lightning_mbo.cli import main  # noqa: PLC0415
+
+    main(args)
+
+
+def _run_cell(cell: Cell, out: Path, extra: list[str], smoke: bool) -> list[dict]:
+    """Fit (and for Ens also search with the min aggregation); returns the rows with ``run`` and ``seed``."""
+    cfg = REPO / "configs" / cell.task / f"{cell.method}.yaml"
+    overlays = _smoke_overlays(cell) if smoke else []
+    run = Run(cell.name, [str(cfg), *overlays], [*cell.args, *extra])
+    run_dir = out / "runs" / cell.name
+    args = _fit_args(run, 0, run_dir, None, cell.replicates)
+    _run_cli(args)
+    rows = [{**r, "run": cell.name, "seed": 0} for r in load_rows(run_dir / "results.json")]
+    if cell.also_min:
+        name = f"{cell.task}_{cell.also_min}"
+        min_cfg = REPO / "configs" / cell.task / f"{cell.also_min}.yaml"
+        min_dir = out / "runs" / name
+        min_run = Run(name, [str(min_cfg), *overlays], [*cell.args, *extra])
+        min_args = _fit_args(min_run, 0, min_dir, None, cell.replicates)
+        min_args[0] = "ascend"
+        min_args.append(f"--ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}")
+        _run_cli(min_args)
+        rows += [{**r, "run": name, "seed": 0} for r in load_rows(min_dir / "results.json")]
+    return rows
+
+
+def _smoke_overlays(cell: Cell) -> list[str]:
+    quick = {"coms": "quick_coms.yaml", "tri_mentoring": "quick_tri_mentoring.yaml"}
+    base = cell.method.removesuffix("_ignite")
+    return [str(REPO / "configs" / quick.get(base, "quick.yaml"))]
+
+
+SMOKE_ARGS = ["--trainer.max_epochs=1", "--data.max_samples=600", "--data.val_size=100",
+              "--model.init_args.hidden=[16, 16]", "--ascent.steps=3", "--trainer.accelerator=cpu",
+              "--trainer.limit_train_batches=3"]
+
+
+def _tfbind10_stand_in(root: Path) -> Path:
+    """Every 10-mer once in design-bench's layout (scored by its share of class 3), and TFBind10's
+    registration relaxed to any shard and row count: the smoke run's stand-in for the real 84 shards."""
+    from dataclasses import replace  # noqa: PLC0415
+
+    import numpy as np  # noqa: PLC0415
+
+    from lightning_mbo.tasks import TASKS  # noqa: PLC0415
+
+    name = TASK_NAMES["tfbind10"]
+    TASKS[name] = replace(TASKS[name], num_shards=None, num_rows=None)
+    folder = root / "tf_bind_10-pho4"
+    if not (folder / "tf_bind_10-y-0.npy").exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        keys = np.arange(4**10)
+        designs = ((keys[:, None] // 4 ** np.arange(9, -1, -1)) % 4).astype(np.int32)
+        score = (designs == 3).mean(-1, dtype=np.float32)[:, None] + np.float32(0.01) * (keys % 7)[:, None]
+        np.save(folder / "tf_bind_10-x-0.npy", designs)
+        np.save(folder / "tf_bind_10-y-0.npy", score.astype(np.float32))
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", default=os.environ.get("OUT") or "benchmarks/results/gpu_check/latest",
+                   help="where table.md, cells.json and the runs go (default: $OUT, else a local folder)")
+    p.add_argument("--tfbind10-dir", default=os.environ.get("LIGHTNING_MBO_DATA_DIR"),
+                   help="folder holding tf_bind_10-pho4/ (default: $LIGHTNING_MBO_DATA_DIR)")
+    p.add_argument("--budget", type=float, default=500.0, help="seconds for all cells together")
+    p.add_argument("--throughput", type=float, default=ASSUMED_TFLOPS, help="assumed TFLOP/s for the estimate")
+    p.add_argument("--only", nargs="*", default=None, help="cell names to run (e.g. tfbind8_ens_mean)")
+    p.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU, same code path")
+    p.add_argument("--copy-to", default=None, help="also write table.md etc. here (e.g. benchmarks/results/gpu_check)")
+    a = p.parse_args(argv)
+    start = time.monotonic()
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    extra = list(SMOKE_ARGS) if a.smoke else ["--trainer.accelerator=gpu"]
+    todo = cells()
+    if a.smoke:
+        for c in todo:
+            c.replicates = min(c.replicates, 2)
+    if a.only is not None:
+        unknown = set(a.only) - {c.name for c in todo}
+        if unknown:
+            raise SystemExit(f"gpu_check: unknown cell(s) {sorted(unknown)}; pick from {[c.name for c in todo]}")
+        todo = [c for c in todo if c.name in a.only]
+    data_dir = a.tfbind10_dir
+    if data_dir is None and a.smoke:
+        data_dir = str(_tfbind10_stand_in(out / "tfbind10_stand_in"))
+    elif a.smoke:
+        _tfbind10_stand_in(Path(data_dir))
+    rows: list[dict] = []
+    record: dict = {"smoke": a.smoke, "budget_s": a.budget, "assumed_tflops": a.throughput, "cells": []}
+    dests = [out] + ([Path(a.copy_to)] if a.copy_to else [])
+    label = ("CPU smoke run of benchmarks/gpu_check.py (tiny sizes, NOT results)" if a.smoke else
+             "Published settings (configs/tfbind8|tfbind10/*.yaml), 16 seeds as replicates of one stacked "
+             "module per mode; Ens-Min searches the Ens-Mean fit's members; whole-run seconds per cell")
+    for cell in todo:
+        entry = {"cell": cell.name, "estimate_s": round(estimate_seconds(cell, a.throughput), 1),
+                 "flops": flops(cell), "replicates": cell.replicates}
+        left = a.budget - (time.monotonic() - start)
+        if cell.task == "tfbind10" and not data_dir:
+            entry.update(status="skipped", reason="no TFBind10 data: pass --tfbind10-dir or set LIGHTNING_MBO_DATA_DIR")
+        elif not a.smoke and entry["estimate_s"] > left:
+            entry.update(status="skipped", reason=f"estimate {entry['estimate_s']:.0f} s > {left:.0f} s left")
+        else:
+            env_before = os.environ.get("LIGHTNING_MBO_DATA_DIR")
+            if cell.task == "tfbind10":
+                os.environ["LIGHTNING_MBO_DATA_DIR"] = str(data_dir)
+            t0 = time.monotonic()
+            try:
+                rows += _run_cell(cell, out, extra, a.smoke)
+                entry.update(status="done")
+            except Exception as e:  # noqa: BLE001  (a failed cell must not lose the others)
+                entry.update(status="failed", reason=f"{type(e).__name__}: {e}"[:500])
+                traceback.print_exc()
+            finally:
+                if env_before is None:
+                    os.environ.pop("LIGHTNING_MBO_DATA_DIR", None)
+                else:
+                    os.environ["LIGHTNING_MBO_DATA_DIR"] = env_before
+            entry["seconds"] = round(time.monotonic() - t0, 1)
+        record["cells"].append(entry)
+        print(f"gpu_check: {json.dumps(entry)}", file=sys.stderr, flush=True)
+        skipped = [f"{c['cell']}: {c['reason']}" for c in record["cells"] if c["status"] != "done"]
+        text = label + ("\n\nnot run: " + "; ".join(skipped) if skipped else "")
+        for d in dests:
+            d.mkdir(parents=True, exist_ok=True)
+            save_json(d / "cells.json", record)
+            if rows:
+                write_table(rows, d, text)
+    print(f"gpu_check: {time.monotonic() - start:.0f} s, tables in {', '.join(map(str, dests))}", file=sys.stderr)
+    return 0 if all(c["status"] != "failed" for c in record["cells"]) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
