@@ -66,11 +66,17 @@ from lightning_mbo.benchmark import Run, _fit_args, write_table  # noqa: E402
 from lightning_mbo.results import load_rows, save_json  # noqa: E402
 
 SEEDS = 16
-#: Rows, one-hot width and Ens/GA epochs of each task at its released settings (for the estimate only).
-TASK_SHAPES = {"tfbind8": (32_698, 32, 100), "tfbind10": (50_000, 40, 100)}
-IGNITE_STEP_FACTOR = 2.69  # measured: benchmarks/step_vs_flops.py, IGNITE finite-difference step / plain step
-ASSUMED_TFLOPS = 60.0  # ASSUMPTION: sustained fp32/TF32 rate of the stacked products on one H100
-FIXED_SECONDS = 15.0  # ASSUMPTION: data loading, start-up and search per cell
+MIN_SEEDS = 4
+#: Visible training rows (less 200 validation) and one-hot width of each task at the released settings.
+TASK_SHAPES = {"tfbind8": (32_696, 32), "tfbind10": (9_800, 40)}
+#: Measured on one H100 (benchmarks/README.md, "Measured on one H100", ignite_step_time.py): per-member
+#: matrix-product FLOPs of a 2x2048 step at batch 128 (torch.utils.flop_counter), and the launch-bound
+#: floor of a step (wall ms at 1 and 5 members).
+MEMBER_STEP_GFLOP = {"plain": 3.25, "fd": 8.66}
+STEP_FLOOR_MS = {("plain", 1): 2.06, ("fd", 1): 5.55, ("plain", 5): 2.54, ("fd", 5): 6.02}
+ASSUMED_TFLOPS = 36.0  # ASSUMPTION: fp32 rate of the stacked surrogate steps (measured for Tri-mentoring's outer pass)
+FIXED_SECONDS = 15.0  # ASSUMPTION: data loading, start-up and search per fit or search
+TRI_MENTORING_SECONDS = 360.0  # sum of measured H100 parts with tf32: 120 s pre-training + 234 s ascent
 TASK_NAMES = {"tfbind8": "TFBind8-Exact-v0", "tfbind10": "TFBind10-Exact-v0"}
 
 
@@ -85,46 +91,69 @@ class Cell:
     epochs: int = 100
     also_min: str | None = None  # config whose search (Ens-Min) reruns on this fit's checkpoint
     args: list[str] = field(default_factory=list)
-    flop_factor: float = 1.0  # extra FLOPs per member step over a plain surrogate step
+    inner_steps: int = 0  # extra launch-bound passes per step (COMs' 50-step ascent of negatives)
 
     @property
     def name(self) -> str:
         return f"{self.task}_{self.method}"
 
 
-def cells() -> list[Cell]:
-    """Every cell in the order it runs: most valuable first."""
-    out: list[Cell] = []
-    for task in ("tfbind8", "tfbind10"):
-        for ign in ("", "_ignite"):
-            out.append(Cell(task, f"ens_mean{ign}", also_min=f"ens_min{ign}"))
-    for task in ("tfbind8", "tfbind10"):
-        for ign in ("", "_ignite"):
-            out.append(Cell(task, f"grad_ascent{ign}", members=1))
-    for task in ("tfbind8", "tfbind10"):
-        for ign in ("", "_ignite"):
-            # COMs: 2 epochs at the released settings, each step a 50-step ascent of negatives (~51 passes).
-            out.append(Cell(task, f"coms{ign}", members=1, epochs=2, flop_factor=51 / 3 + 1))
-    out.append(Cell("tfbind8", "tri_mentoring", members=3, replicates=1, epochs=200, flop_factor=4.0,
-                    args=["--model.init_args.outer_precision=tf32"]))
+def groups() -> list[list[Cell]]:
+    """Every cell in the order it runs, most valuable first; a pair without and with IGNITE runs
+    with the same number of seeds, planned together."""
+    out: list[list[Cell]] = []
+    for base, kw in (("ens_mean", {}), ("grad_ascent", {"members": 1}),
+                     ("coms", {"members": 1, "epochs": 2, "inner_steps": 50})):
+        for task in ("tfbind8", "tfbind10"):
+            pair = []
+            for ign in ("", "_ignite"):
+                extra = {"also_min": f"ens_min{ign}"} if base == "ens_mean" else {}
+                pair.append(Cell(task, f"{base}{ign}", **kw, **extra))
+            out.append(pair)
+    out.append([Cell("tfbind8", "tri_mentoring", members=3, replicates=1, epochs=200,
+                     args=["--model.init_args.outer_precision=tf32"])])
     return out
 
 
+def cells() -> list[Cell]:
+    return [c for g in groups() for c in g]
+
+
 def flops(cell: Cell) -> float:
-    """Training FLOPs of one cell from its shapes (2x2048 members, batch 128, forward + backward)."""
-    rows, width, _ = TASK_SHAPES[cell.task]
-    macs_per_row = width * 2048 + 2048 * 2048 + 2048 * 2
+    """Training matrix-product FLOPs of one cell (2x2048 members, batch 128, forward and backward)."""
+    rows, _ = TASK_SHAPES[cell.task]
+    mode = "fd" if "ignite" in cell.method else "plain"
     steps = rows / 128 * cell.epochs
-    factor = cell.flop_factor * (IGNITE_STEP_FACTOR if "ignite" in cell.method else 1.0)
-    return 6 * macs_per_row * 128 * steps * cell.members * cell.replicates * factor
+    return MEMBER_STEP_GFLOP[mode] * 1e9 * (1 + cell.inner_steps * 2 / 3) * steps * cell.members * cell.replicates
 
 
 def estimate_seconds(cell: Cell, tflops: float) -> float:
-    """Expected whole-cell seconds on the device: FLOPs at the assumed rate (3x slower for the
-    single-member cells, whose products are too small to fill the chip), plus a fixed start-up and
-    search time (twice for a cell that also searches Ens-Min)."""
-    rate = tflops * 1e12 / (3.0 if cell.members * cell.replicates < 32 else 1.0)
-    return flops(cell) / rate + FIXED_SECONDS * (2 if cell.also_min else 1)
+    """Expected whole-cell seconds on the device: per step the larger of its FLOPs at the assumed rate
+    and the measured launch-bound floor (COMs: one plain floor per inner ascent step more), plus a
+    fixed start-up and search time (twice for a cell that also searches Ens-Min)."""
+    if cell.method.startswith("tri_mentoring"):
+        return TRI_MENTORING_SECONDS
+    rows, _ = TASK_SHAPES[cell.task]
+    steps = rows / 128 * cell.epochs
+    mode = "fd" if "ignite" in cell.method else "plain"
+    floor = STEP_FLOOR_MS[(mode, 1 if cell.members == 1 else 5)] + cell.inner_steps * STEP_FLOOR_MS[("plain", 1)]
+    per_step = max(floor / 1e3, flops(cell) / steps / (tflops * 1e12))
+    return steps * per_step + FIXED_SECONDS * (2 if cell.also_min else 1)
+
+
+def plan(group: list[Cell], left: float, tflops: float) -> str | None:
+    """Set the group's seeds to the most (up to 16, at least MIN_SEEDS) whose estimate fits in ``left``
+    seconds; returns why it cannot run, or None."""
+    if group[0].replicates == 1:
+        need = sum(estimate_seconds(c, tflops) for c in group)
+        return None if need <= left else f"estimate {need:.0f} s > {left:.0f} s left"
+    for n in range(SEEDS, MIN_SEEDS - 1, -1):
+        for c in group:
+            c.replicates = n
+        need = sum(estimate_seconds(c, tflops) for c in group)
+        if need <= left:
+            return None
+    return f"estimate {need:.0f} s at {MIN_SEEDS} seeds > {left:.0f} s left"
 
 
 def _run_cli(args: list[str]) -> None:
@@ -188,6 +217,27 @@ def _tfbind10_stand_in(root: Path) -> Path:
     return root
 
 
+def _timed(cell: Cell, out: Path, extra: list[str], smoke: bool, data_dir: str | None, rows: list[dict]) -> dict:
+    """Run one cell (TFBind10's with LIGHTNING_MBO_DATA_DIR set to ``data_dir``), adding its rows to
+    ``rows``; returns its status and whole-run seconds (a failure is recorded, not raised)."""
+    before = os.environ.get("LIGHTNING_MBO_DATA_DIR")
+    if cell.task == "tfbind10":
+        os.environ["LIGHTNING_MBO_DATA_DIR"] = str(data_dir)
+    t0 = time.monotonic()
+    try:
+        rows += _run_cell(cell, out, extra, smoke)
+        result = {"status": "done"}
+    except Exception as e:  # noqa: BLE001  (a failed cell must not lose the others)
+        traceback.print_exc()
+        result = {"status": "failed", "reason": f"{type(e).__name__}: {e}"[:500]}
+    finally:
+        if before is None:
+            os.environ.pop("LIGHTNING_MBO_DATA_DIR", None)
+        else:
+            os.environ["LIGHTNING_MBO_DATA_DIR"] = before
+    return {**result, "seconds": round(time.monotonic() - t0, 1)}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", default=os.environ.get("OUT") or "benchmarks/results/gpu_check/latest",
@@ -204,15 +254,13 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     extra = list(SMOKE_ARGS) if a.smoke else ["--trainer.accelerator=gpu"]
-    todo = cells()
-    if a.smoke:
-        for c in todo:
-            c.replicates = min(c.replicates, 2)
+    todo = groups()
     if a.only is not None:
-        unknown = set(a.only) - {c.name for c in todo}
+        unknown = set(a.only) - {c.name for c in cells()}
         if unknown:
-            raise SystemExit(f"gpu_check: unknown cell(s) {sorted(unknown)}; pick from {[c.name for c in todo]}")
-        todo = [c for c in todo if c.name in a.only]
+            raise SystemExit(f"gpu_check: unknown cell(s) {sorted(unknown)}; pick from {[c.name for c in cells()]}")
+        todo = [[c for c in g if c.name in a.only] for g in todo]
+        todo = [g for g in todo if g]
     data_dir = a.tfbind10_dir
     if data_dir is None and a.smoke:
         data_dir = str(_tfbind10_stand_in(out / "tfbind10_stand_in"))
@@ -222,42 +270,34 @@ def main(argv: list[str] | None = None) -> int:
     record: dict = {"smoke": a.smoke, "budget_s": a.budget, "assumed_tflops": a.throughput, "cells": []}
     dests = [out] + ([Path(a.copy_to)] if a.copy_to else [])
     label = ("CPU smoke run of benchmarks/gpu_check.py (tiny sizes, NOT results)" if a.smoke else
-             "Published settings (configs/tfbind8|tfbind10/*.yaml), 16 seeds as replicates of one stacked "
+             "Published settings (configs/tfbind8|tfbind10/*.yaml), up to 16 seeds as replicates of one stacked "
              "module per mode; Ens-Min searches the Ens-Mean fit's members; whole-run seconds per cell")
-    for cell in todo:
-        entry = {"cell": cell.name, "estimate_s": round(estimate_seconds(cell, a.throughput), 1),
-                 "flops": flops(cell), "replicates": cell.replicates}
+    for group in todo:
         left = a.budget - (time.monotonic() - start)
-        if cell.task == "tfbind10" and not data_dir:
-            entry.update(status="skipped", reason="no TFBind10 data: pass --tfbind10-dir or set LIGHTNING_MBO_DATA_DIR")
-        elif not a.smoke and entry["estimate_s"] > left:
-            entry.update(status="skipped", reason=f"estimate {entry['estimate_s']:.0f} s > {left:.0f} s left")
+        if a.smoke:
+            for c in group:
+                c.replicates = min(c.replicates, 2)
+            why = None
         else:
-            env_before = os.environ.get("LIGHTNING_MBO_DATA_DIR")
-            if cell.task == "tfbind10":
-                os.environ["LIGHTNING_MBO_DATA_DIR"] = str(data_dir)
-            t0 = time.monotonic()
-            try:
-                rows += _run_cell(cell, out, extra, a.smoke)
-                entry.update(status="done")
-            except Exception as e:  # noqa: BLE001  (a failed cell must not lose the others)
-                entry.update(status="failed", reason=f"{type(e).__name__}: {e}"[:500])
-                traceback.print_exc()
-            finally:
-                if env_before is None:
-                    os.environ.pop("LIGHTNING_MBO_DATA_DIR", None)
-                else:
-                    os.environ["LIGHTNING_MBO_DATA_DIR"] = env_before
-            entry["seconds"] = round(time.monotonic() - t0, 1)
-        record["cells"].append(entry)
-        print(f"gpu_check: {json.dumps(entry)}", file=sys.stderr, flush=True)
-        skipped = [f"{c['cell']}: {c['reason']}" for c in record["cells"] if c["status"] != "done"]
-        text = label + ("\n\nnot run: " + "; ".join(skipped) if skipped else "")
-        for d in dests:
-            d.mkdir(parents=True, exist_ok=True)
-            save_json(d / "cells.json", record)
-            if rows:
-                write_table(rows, d, text)
+            why = plan(group, left, a.throughput)
+        if group[0].task == "tfbind10" and not data_dir:
+            why = "no TFBind10 data: pass --tfbind10-dir or set LIGHTNING_MBO_DATA_DIR"
+        for cell in group:
+            entry = {"cell": cell.name, "seeds": cell.replicates,
+                     "estimate_s": round(estimate_seconds(cell, a.throughput), 1), "flops": flops(cell)}
+            if why:
+                entry.update(status="skipped", reason=why)
+            else:
+                entry.update(_timed(cell, out, extra, a.smoke, data_dir, rows))
+            record["cells"].append(entry)
+            print(f"gpu_check: {json.dumps(entry)}", file=sys.stderr, flush=True)
+            skipped = [f"{c['cell']}: {c['reason']}" for c in record["cells"] if c["status"] != "done"]
+            text = label + ("\n\nnot run: " + "; ".join(skipped) if skipped else "")
+            for d in dests:
+                d.mkdir(parents=True, exist_ok=True)
+                save_json(d / "cells.json", record)
+                if rows:
+                    write_table(rows, d, text)
     print(f"gpu_check: {time.monotonic() - start:.0f} s, tables in {', '.join(map(str, dests))}", file=sys.stderr)
     return 0 if all(c["status"] != "failed" for c in record["cells"]) else 1
 
