@@ -23,29 +23,35 @@ cells that finished.
 The device command (one call, 9 minutes; the packed TFBind10 copy is unpacked first, a few seconds):
 
   d=$(mktemp -d) && python ../shared/data/tfbind10/unpack.py $d && \\
-  timeout 540 python benchmarks/gpu_check.py --tfbind10-dir $d --budget 500 --out $OUT
+    timeout 540 python benchmarks/gpu_check.py --tfbind10-dir $d --budget 480 --out $OUT \\
+    --copy-to benchmarks/results/gpu_check
 
-CPU smoke run of the very same code path at tiny sizes (quick overlays, 2 replicates, few rows and
-steps, a 4**10-design TFBind10 stand-in in design-bench's on-disk format when no data folder is given):
+On another machine pass the folder holding ``tf_bind_10-pho4/`` (or set LIGHTNING_MBO_DATA_DIR).
+
+CPU smoke run of the very same code path at tiny sizes (quick overlays, 2 replicates, 1 epoch of 3
+batches, a 4**10-design TFBind10 stand-in in design-bench's layout when no data folder is given):
 
   python benchmarks/gpu_check.py --smoke --out /tmp/gpu_check_smoke
 
-Sizing (the estimate each cell is checked against; see :func:`estimate_seconds`):
+Sizing (:func:`estimate_seconds`, per step the larger of a launch-bound floor and FLOPs at a rate):
 
-- FLOPs, from the shapes: a 2x2048 member on one-hot input d (TFBind8 d = 8*4 = 32, TFBind10 d = 40)
-  does d*2048 + 2048*2048 + 2048*2 multiply-adds per row forward (4.26 M for TFBind8), so
-  6 * that FLOPs per row for forward and backward: 25.6 MFLOP; a batch of 128 is 3.27 GFLOP per member
-  step, and 80 members (5 x 16 seeds) 262 GFLOP per stacked step.
-- Steps: TFBind8's visible rows (32,898 less 200 validation) / 128 = 256 steps per epoch, 100 epochs:
-  25.6 k steps, 6.7 PFLOP for one Ens fit of 16 seeds.
-- Measured here (benchmarks/step_vs_flops.py, CPU): IGNITE's finite-difference step costs 2.69 plain
-  steps; a plain step runs at 1.16x its FLOP floor.
-- ASSUMPTIONS (not measured: no GPU was available when this was sized): an H100 sustains 60 TFLOP/s on
-  these stacked fp32 products with TF32 allowed (about 15 % of its dense TF32 peak, for small per-member
-  matrices), 3x more overhead on small models (GA: 16 members) per FLOP, and a fixed 15 s per cell for
-  data, start-up and search. With those, Ens +/- IGNITE on TFBind8 is about 2 + 5 min: the remaining
-  cells are skipped with the reason recorded unless the device is faster than assumed, which is what the
-  check is to find out. ``--throughput`` changes the assumption; ``--only`` picks cells.
+- FLOPs from the shapes: a 2x2048 member on one-hot input (TFBind8 32 wide) does
+  32*2048 + 2048*2048 + 2048*2 = 4.26 M multiply-adds per row forward, 6x that for forward and
+  backward: 3.27 GFLOP per member step at batch 128 (torch.utils.flop_counter measured 3.25; IGNITE's
+  finite difference 8.66, 2.67x). Ens (5 members x 16 seeds, 80 stacked): 260 GFLOP per step.
+- Steps: TFBind8 32,696 training rows / 128 = 256 per epoch, 100 epochs = 25.5 k steps (6.6 PFLOP
+  for Ens, 17.7 PFLOP for Ens+IGNITE); TFBind10 (10,000 rows sampled) 7.7 k steps.
+- Measured on one H100 (benchmarks/README.md, ignite_step_time.py): the 2x2048 step is launch-bound
+  at 2.06 / 2.54 ms plain (1 / 5 members), 5.55 / 6.02 ms IGNITE; Tri-mentoring's parts with tf32:
+  120 s pre-training + 234 s ascent (taken as 360 s).
+- ASSUMPTIONS (no GPU was available when this was sized): the stacked surrogate steps run in fp32 at
+  36 TFLOP/s (the rate measured for Tri-mentoring's float32 outer pass, about half the H100's fp32
+  peak); COMs' 50 inner ascent steps each cost a plain 1-member launch floor; 15 s per fit or
+  search for data, start-up and scoring. ``--throughput`` changes the rate.
+- Result, 16 seeds: TFBind8 Ens 214 s, Ens+IGNITE 522 s; TFBind10 85 + 177 s; GA 68 + 157 s (TFBind8),
+  31 + 57 s (TFBind10); COMs 69 + 83 s, 31 + 35 s; Tri-mentoring 360 s: about 31 min in all. In one
+  9-minute call (budget 480 s) the first pair runs with the most seeds that fit (9) and the rest
+  is skipped with its reason, unless the device beats the estimate: the check measures by how much.
 """
 from __future__ import annotations
 
@@ -143,7 +149,8 @@ def estimate_seconds(cell: Cell, tflops: float) -> float:
 
 def plan(group: list[Cell], left: float, tflops: float) -> str | None:
     """Set the group's seeds to the most (up to 16, at least MIN_SEEDS) whose estimate fits in ``left``
-    seconds; returns why it cannot run, or None."""
+    seconds (the estimate's seconds: the caller divides what is left by measured / estimated so far);
+    returns why it cannot run, or None."""
     if group[0].replicates == 1:
         need = sum(estimate_seconds(c, tflops) for c in group)
         return None if need <= left else f"estimate {need:.0f} s > {left:.0f} s left"
@@ -279,7 +286,10 @@ def main(argv: list[str] | None = None) -> int:
                 c.replicates = min(c.replicates, 2)
             why = None
         else:
-            why = plan(group, left, a.throughput)
+            # Later cells are planned against the estimate corrected by what the finished ones took.
+            done = [c for c in record["cells"] if c["status"] == "done"]
+            ratio = sum(c["seconds"] for c in done) / sum(c["estimate_s"] for c in done) if done else 1.0
+            why = plan(group, left / ratio, a.throughput)
         if group[0].task == "tfbind10" and not data_dir:
             why = "no TFBind10 data: pass --tfbind10-dir or set LIGHTNING_MBO_DATA_DIR"
         for cell in group:
