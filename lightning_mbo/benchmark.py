@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from jsonargparse import CLI
 
-from lightning_mbo.comparison import format_comparison
+from lightning_mbo.comparison import format_comparison, write_comparison
 from lightning_mbo.dispatch import Executor, FitJob, read_job, run_jobs
 from lightning_mbo.results import (
     BARELY_MOVED_BELOW,
@@ -331,7 +331,7 @@ def write_table(rows: list[dict[str, Any]], out: Path, label: str = "", machine:
     table = summarize(rows)
     machine = machine or _provenance()
     text = format_table(table, label, machine)
-    comparison = format_comparison(table)
+    comparison = write_comparison(table, rows, out)
     if comparison:
         text += "\n" + comparison
     atomic_write(out / "table.md", lambda f: f.write(text.encode()))
@@ -406,7 +406,7 @@ def collect(folders: list[str], output_dir: str | None = None, label: str = "") 
     if output_dir:
         write_table(rows, Path(output_dir), label or source, machine)
     table = summarize(rows)
-    print(format_table(table, label or source, machine) + format_comparison(table))
+    print(format_table(table, label or source, machine) + format_comparison(table, rows))
     return rows
 
 

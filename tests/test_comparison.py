@@ -125,3 +125,18 @@ def test_two_runs_of_one_method_on_a_task_keep_their_run_names() -> None:
             *_rows("reinforce_fixed", "reinforce/ens_mean", [r + 0.01 for r in RUNS]),
             *_rows("reinforce_fixed_ignite", "reinforce/ens_mean+ignite", [r + 0.02 for r in RUNS])]
     assert [a.name for a in aggregates(summarize(rows), rows)] == ["reinforce", "reinforce_fixed", "all baselines"]
+
+
+def test_a_grid_table_and_results_from_its_runs_csv_give_the_same_comparison(tmp_path: Path, capsys) -> None:
+    from lightning_mbo import benchmark  # noqa: PLC0415
+
+    rows = _grid()
+    benchmark.write_table(rows, tmp_path / "grid", "hand-made", "machine: test")
+    written = (tmp_path / "grid" / "table.md").read_text()
+    assert "| TFBind8-Exact-v0 | coms | 3 / 3 | +0.100 [+0.067, +0.133] | 0.1 | improved |" in written
+    assert (tmp_path / "grid" / "comparison.png").is_file() and (tmp_path / "grid" / "comparison.csv").is_file()
+    _fresh()
+    benchmark.collect([str(tmp_path / "grid")])  # reads runs.csv back, prints the table and comparison
+    printed = capsys.readouterr().out
+    section = written[written.index("## With and without IGNITE"):]
+    assert section.strip() in printed
