@@ -173,6 +173,7 @@ def _run_cell(cell: Cell, out: Path, extra: list[str], smoke: bool) -> list[dict
     """Fit (and for Ens also search with the min aggregation); returns the rows with ``run`` and ``seed``."""
     cfg = REPO / "configs" / cell.task / f"{cell.method}.yaml"
     overlays = _smoke_overlays(cell) if smoke else []
+    extra = [*extra, *(_smoke_args(cell) if smoke else [])]
     run = Run(cell.name, [str(cfg), *overlays], [*cell.args, *extra])
     run_dir = out / "runs" / cell.name
     args = _fit_args(run, 0, run_dir, None, cell.replicates)
@@ -195,6 +196,13 @@ def _smoke_overlays(cell: Cell) -> list[str]:
     quick = {"coms": "quick_coms.yaml", "tri_mentoring": "quick_tri_mentoring.yaml"}
     base = cell.method.removesuffix("_ignite")
     return [str(REPO / "configs" / quick.get(base, "quick.yaml"))]
+
+
+def _smoke_args(cell: Cell) -> list[str]:
+    """Smoke-only sizes of a method's own loops (COMs' negatives and search)."""
+    if cell.method.startswith("coms"):
+        return ["--model.init_args.particle_steps=3", "--model.init_args.search_steps=3"]
+    return []
 
 
 SMOKE_ARGS = ["--trainer.max_epochs=1", "--data.max_samples=600", "--data.val_size=100",

@@ -24,7 +24,7 @@ def test_smoke_run_writes_every_cell_and_the_comparison(tmp_path):
     out = tmp_path / "out"
     env = {k: v for k, v in os.environ.items() if k not in ("OUT", "LIGHTNING_MBO_DATA_DIR")}
     proc = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--out", str(out)], cwd=REPO,
-                          capture_output=True, text=True, timeout=300, env=env)
+                          capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     record = json.loads((out / "cells.json").read_text())
     mod = _module()
