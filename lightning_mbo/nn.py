@@ -87,6 +87,19 @@ class StackedLinear(nn.Module):
         else:
             raise ValueError(f"unknown init {self.init!r}; choose 'torch' or 'glorot'")
 
+    @torch.no_grad()
+    def reset_members(self, start: int, stop: int, generator: torch.Generator) -> None:
+        """Initialise members ``start .. stop - 1`` as :meth:`reset_parameters` does, drawing from
+        ``generator`` (weights first, then biases), so a block's draws depend on its generator only."""
+        fan_in, fan_out = self.weight.shape[1], self.weight.shape[2]
+        w, b = self.weight[start:stop], self.bias[start:stop]
+        bound = math.sqrt(6.0 / (fan_in + fan_out)) if self.init == "glorot" else 1.0 / math.sqrt(fan_in)
+        w.copy_(torch.rand(w.shape, generator=generator, dtype=w.dtype) * (2 * bound) - bound)
+        if self.init == "glorot":
+            b.zero_()
+        else:
+            b.copy_(torch.rand(b.shape, generator=generator, dtype=b.dtype) * (2 * bound) - bound)
+
     def forward(self, x: Tensor) -> Tensor:
         """Map ``x`` of shape ``(M, B, in)`` to ``(M, B, out)``."""
         return torch.baddbmm(self.bias, x, self.weight)
@@ -119,6 +132,12 @@ class StackedEmbedding(nn.Module):
             yield self._captured
         finally:
             self._captured = None
+
+    @torch.no_grad()
+    def reset_members(self, start: int, stop: int, generator: torch.Generator) -> None:
+        """Draw members ``start .. stop - 1``'s tables uniformly in ``[-0.05, 0.05]`` from ``generator``."""
+        w = self.weight[start:stop]
+        w.copy_(torch.rand(w.shape, generator=generator, dtype=w.dtype) * 0.1 - 0.05)
 
     def forward(self, x: Tensor) -> Tensor:
         """Map class ids ``(M, B, L)`` (integers, possibly stored as floats) to ``(M, B, L * E)``."""
@@ -169,6 +188,12 @@ class StackedMLP(nn.Module):
         self.layers = nn.ModuleList(
             StackedLinear(members, a, b, init=init) for a, b in zip(sizes[:-1], sizes[1:], strict=True)
         )
+
+    def reset_members(self, start: int, stop: int, generator: torch.Generator) -> None:
+        """Initialise members ``start .. stop - 1`` from ``generator`` alone (embedding, then each layer
+        in order): a block of members seeded alike is initialised alike wherever it sits in the stack."""
+        for module in ([self.embed] if self.embed is not None else []) + list(self.layers):
+            module.reset_members(start, stop, generator)
 
     def capture_lookups(self):
         """:meth:`StackedEmbedding.capture_lookups` of the embedding (an empty list without one)."""

@@ -146,6 +146,32 @@ class DesignAscent(Callback):
         data = dataclasses.replace(data, x=data.x.to(x0.device), y=data.y.to(x0.device))
         return self.searcher.search(x0, objective, data, ids, self.num_candidates, seed)
 
+    def _search_replicates(self, pl_module: Searchable, x0: torch.Tensor, data: SearchData, mine: torch.Tensor,
+                           seeds: list[int]) -> AscentResult:
+        """Search each replicate's candidates among ``mine`` as a plain run of its seed would: on its own
+        members, with candidate ids counted within the replicate and the replicate's seed. Flags are
+        prefixed with ``[seed s]`` (each results row keeps its own)."""
+        per, total = self.num_candidates, len(seeds) * self.num_candidates
+        parts = []
+        for r in (mine // per).unique().tolist():
+            ids = mine[mine // per == r]
+            objective = pl_module.search_objective(x0[ids], data, ids, total)
+            parts.append((seeds[r], self._search(x0[ids], objective, data, ids - r * per, seeds[r])))
+        steps = max(part.trajectory.shape[0] for _, part in parts)
+        # A search that stopped early holds its last value (CMA-ES stops when every strategy has).
+        traj = torch.cat([torch.cat([p.trajectory, p.trajectory[-1:].expand(steps - p.trajectory.shape[0], -1)])
+                          for _, p in parts], 1)
+        diagnostics: dict[str, Any] = {}
+        for seed, part in parts:
+            for key, value in part.diagnostics.items():
+                if key == "flags":
+                    diagnostics.setdefault(key, []).extend(f"[seed {seed}] {flag}" for flag in value)
+                elif isinstance(value, list) and len(value) == part.x.shape[0]:
+                    diagnostics.setdefault(key, []).extend(value)
+                else:
+                    diagnostics.setdefault(key, value)
+        return AscentResult(torch.cat([p.x for _, p in parts]), traj, parts[0][1].stats, diagnostics)
+
     def _record(self, settings: SearchSettings) -> dict[str, Any]:
         """The search that ran, as results.json records it."""
         if self.searcher is None:
@@ -171,8 +197,10 @@ class DesignAscent(Callback):
                                 "lightning_mbo.search.Reinforce) or use --data.encoding logits")
         settings = self.settings(pl_module, data)
         seed = _seed(trainer, datamodule)
-        # Seeds as a batch dimension: every replicate ascends its own copy of the starting designs.
+        # Seeds as a batch dimension: every replicate ascends its own copy of the starting designs,
+        # replicate r as a run of seed + r (its row's seed, its searcher's seed).
         reps = pl_module.replicates
+        seeds = [(seed or 0) + r for r in range(reps)]
         total = reps * self.num_candidates
         x0 = datamodule.starting_designs(self.num_candidates).to(pl_module.device).repeat(reps, 1)
         rank, world = trainer.global_rank, trainer.world_size
@@ -188,8 +216,10 @@ class DesignAscent(Callback):
         if self.searcher is None:
             result = gradient_ascent(x0[mine], objective.score, settings.steps, settings.lr, settings.optimizer,
                                      objective.before_step)
+        elif reps == 1:
+            result = self._search(x0[mine], objective, data, mine, seeds[0])
         else:
-            result = self._search(x0[mine], objective, data, mine, seed or 0)
+            result = self._search_replicates(pl_module, x0, data, mine, seeds)
         pl_module.train(was_training)
         x, traj, diagnostics = result.x, result.trajectory, result.diagnostics
         if world > 1:
@@ -218,7 +248,7 @@ class DesignAscent(Callback):
             rows.append({
                 "task": task.name,
                 "method": self._method_name(pl_module),
-                "seed": seed,
+                "seed": seeds[r] if reps > 1 else seed,
                 "replicate": r,
                 **score_percentiles(normalized[idx]),
                 **{f"start_{k}": v for k, v in start.items()},
@@ -229,7 +259,7 @@ class DesignAscent(Callback):
                 "mean_predicted_start": float(pred_start[idx].mean()),
                 "mean_predicted_final": float(pred[-1, idx].mean()),
                 **moved[r],
-                "search_diagnostics": _replicate_diagnostics(diagnostics, idx, total),
+                "search_diagnostics": _replicate_diagnostics(diagnostics, idx, total, seeds[r] if reps > 1 else None),
                 **pl_module.method_summary(r),
                 "fit_seconds": fit_seconds,
                 "ascent_seconds": ascent_seconds,
@@ -298,11 +328,18 @@ class DesignAscent(Callback):
             logger.save()
 
 
-def _replicate_diagnostics(diagnostics: dict[str, Any], idx: np.ndarray, total: int) -> dict[str, Any]:
+def _replicate_diagnostics(diagnostics: dict[str, Any], idx: np.ndarray, total: int,
+                           seed: int | None = None) -> dict[str, Any]:
     """One replicate's share of a search's diagnostics: per-candidate lists (length ``total``) cut
-    to the replicate's candidates ``idx``, everything else as is."""
-    return {k: [v[i] for i in idx] if isinstance(v, list) and len(v) == total and k != "flags" else v
-            for k, v in diagnostics.items()}
+    to the replicate's candidates ``idx``, flags prefixed ``[seed s]`` kept for ``seed`` only (the
+    prefix dropped), everything else as is."""
+    out = {k: [v[i] for i in idx] if isinstance(v, list) and len(v) == total and k != "flags" else v
+           for k, v in diagnostics.items()}
+    if seed is not None and "flags" in out:
+        mark = f"[seed {seed}] "
+        out["flags"] = [f[len(mark):] if f.startswith(mark) else f for f in out["flags"]
+                        if f.startswith(mark) or not f.startswith("[seed ")]
+    return out
 
 
 def _gather_diagnostics(diagnostics: dict[str, Any], world: int, local: int) -> dict[str, Any]:

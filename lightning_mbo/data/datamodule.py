@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import pytorch_lightning as pl
@@ -24,6 +24,17 @@ def _dist_rank_world() -> tuple[int, int]:
     return 0, 1
 
 
+def _generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _blocks(members: int, seeds: Sequence[int]) -> int:
+    """Members per seed: ``members`` stacked networks in ``len(seeds)`` equal blocks."""
+    if members % len(seeds):
+        raise ValueError(f"{members} stacked members do not split into {len(seeds)} equal blocks, one per seed")
+    return members // len(seeds)
+
+
 class MemberBatches(IterableDataset):
     """Batches for ``M`` stacked members, each member with its own data order.
 
@@ -40,7 +51,9 @@ class MemberBatches(IterableDataset):
         rows: ``(M, n)`` row indices each member trains on.
         batch_size: global batch size ``B``.
         shuffle: draw a permutation per epoch and member (else keep ``rows``' order).
-        seed: base seed; the permutation of an epoch depends on (seed, epoch) only.
+        seed: base seed, or one per block of stacked runs (seeds as a batch dimension: the
+            ``M`` rows come in ``len(seed)`` equal blocks); a block's permutations of an epoch
+            depend on (its seed, epoch) only, so a block orders its rows as a run of that seed alone.
         epoch_fn: returns the current epoch (so a resumed run draws the same orders).
         drop_last: drop the last incomplete batch.
         weights: ``(M, N)`` each member's weight of every row (bootstrap counts), or ``None``.
@@ -53,13 +66,14 @@ class MemberBatches(IterableDataset):
         rows: Tensor,
         batch_size: int,
         shuffle: bool,
-        seed: int,
+        seed: int | Sequence[int],
         epoch_fn: Callable[[], int] = lambda: 0,
         drop_last: bool = False,
         weights: Tensor | None = None,
     ) -> None:
         self.x, self.y, self.rows = x, y, rows
-        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+        self.batch_size, self.shuffle = batch_size, shuffle
+        self.seeds = [int(seed)] if isinstance(seed, int) else [int(s) for s in seed]
         self.epoch_fn, self.drop_last = epoch_fn, drop_last
         self.weights = weights
 
@@ -71,8 +85,9 @@ class MemberBatches(IterableDataset):
         """``(M, n)`` row indices in the order of ``epoch``."""
         if not self.shuffle:
             return self.rows
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        perm = torch.rand(self.rows.shape, generator=g).argsort(dim=1)
+        blocks = self.rows.shape[0] // len(self.seeds)
+        perm = torch.cat([torch.rand((blocks, self.rows.shape[1]), generator=_generator(s * 1_000_003 + epoch))
+                          .argsort(dim=1) for s in self.seeds])
         return torch.gather(self.rows, 1, perm)
 
     def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
@@ -155,6 +170,11 @@ class MBODataModule(pl.LightningDataModule):
                                 "integers")
         self.task = Task(task, data_dir=data_dir, max_samples=max_samples, subsample=subsample, seed=self.seed,
                          encoding=encoding, oracle_normalization=oracle_normalization)
+        # What a stacked run's seeds cannot vary: the visible rows' random subsample, the forest's released
+        # normalisation draw (both seeded by ``seed`` alone).
+        keep = self.task.spec.max_samples if max_samples is None else max_samples
+        self._seeded_task = (bool(keep) and subsample == "random") or (
+            self.task.spec.oracle == "random_forest" and oracle_normalization == "released")
         features = self.task.encode(self.task.x)
         if normalize_x:
             mean, std = zscore_stats(features)
@@ -171,21 +191,31 @@ class MBODataModule(pl.LightningDataModule):
             raise SettingsError(f"val_size={val_size} leaves no training rows out of {n} (--data.val_size)")
         self.n_val = n_val
         self.members, self.per_member_split = 1, False
+        self.seeds = [self.seed]
         self.train_rows: Tensor | None = None
         self.val_rows: Tensor | None = None
 
-    def connect(self, members: int, per_member_split: bool = False) -> None:
+    def connect(self, members: int, per_member_split: bool = False, seeds: Sequence[int] | None = None) -> None:
         """Settings known only once the model is: how many stacked members each batch feeds.
 
         Args:
             members: stacked networks the model trains (members of every replicate); each
                 gets its own data order.
             per_member_split: each member draws its own train/validation split (else one split
-                for all).
+                per seed).
+            seeds: one seed per replicate (seeds as a batch dimension): the members come in
+                ``len(seeds)`` equal blocks and block ``k``'s split, bootstrap draw and data order
+                are those a run of ``seeds[k]`` alone draws. ``None``: ``[seed]``.
         """
         check_range("members", members, 1)
-        if (members, per_member_split) != (self.members, self.per_member_split):
-            self.members, self.per_member_split = int(members), bool(per_member_split)
+        seeds = [self.seed] if seeds is None else [int(s) for s in seeds]
+        _blocks(members, seeds)
+        if len(set(seeds)) > 1 and self._seeded_task:
+            raise SettingsError(f"{self.task.name}'s visible rows or oracle depend on the seed (a random "
+                                "max_samples subsample or a seeded oracle normalisation), so one stacked run cannot "
+                                "stand for several seeds: run the seeds as separate jobs (replicates 1)")
+        if (members, per_member_split, seeds) != (self.members, self.per_member_split, self.seeds):
+            self.members, self.per_member_split, self.seeds = int(members), bool(per_member_split), seeds
             self.train_rows = self.val_rows = None  # split again for the new layout
 
     # --- what the rest of the framework asks for -----------------------------------------
@@ -195,12 +225,11 @@ class MBODataModule(pl.LightningDataModule):
         return self.task.input_dim
 
     def split(self, members: int, per_member: bool) -> tuple[Tensor, Tensor]:
-        """``(M, n_train)`` and ``(M, n_val)`` row indices, seeded; one split for all members
-        unless ``per_member``."""
-        g = torch.Generator().manual_seed(self.seed)
-        n = len(self.y)
-        perms = torch.rand((members if per_member else 1, n), generator=g).argsort(dim=1)
-        perms = perms.expand(members, n)
+        """``(M, n_train)`` and ``(M, n_val)`` row indices, each seed's block of members drawn from
+        its own generator; one split per seed unless ``per_member``."""
+        n, block = len(self.y), _blocks(members, self.seeds)
+        perms = torch.cat([torch.rand((block if per_member else 1, n), generator=_generator(s)).argsort(dim=1)
+                           .expand(block, n) for s in self.seeds])
         return perms[:, self.n_val:].contiguous(), perms[:, :self.n_val].contiguous()
 
     def setup(self, stage: str | None = None) -> None:
@@ -212,8 +241,9 @@ class MBODataModule(pl.LightningDataModule):
         if self.train_rows is None:
             self.setup("fit")
         members, n = self.train_rows.shape
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + 999_983)
-        draws = torch.randint(0, n, (members, n), generator=g)
+        block = _blocks(members, self.seeds)
+        draws = torch.cat([torch.randint(0, n, (block, n), generator=_generator(s * 1_000_003 + 999_983))
+                           for s in self.seeds])
         counts = torch.zeros(members, n).scatter_add_(1, draws, torch.ones(members, n))
         return torch.zeros(members, len(self.y)).scatter_(1, self.train_rows, counts)
 
@@ -224,7 +254,7 @@ class MBODataModule(pl.LightningDataModule):
         if self.train_rows is None:
             self.setup("fit")
         weights = self.bootstrap_weights() if self.hparams.bootstrap else None
-        ds = MemberBatches(self.x, self.y, self.train_rows, self.hparams.batch_size, True, self.seed,
+        ds = MemberBatches(self.x, self.y, self.train_rows, self.hparams.batch_size, True, self.seeds,
                            self._epoch, self.hparams.drop_last, weights)
         return DataLoader(ds, batch_size=None)
 
@@ -232,7 +262,7 @@ class MBODataModule(pl.LightningDataModule):
         if self.val_rows is None:
             self.setup("fit")
         # Validation rows in fixed order, 4096 at a time.
-        ds = MemberBatches(self.x, self.y, self.val_rows, 4096, False, self.seed)
+        ds = MemberBatches(self.x, self.y, self.val_rows, 4096, False, self.seeds)
         return DataLoader(ds, batch_size=None)
 
     def starting_designs(self, k: int) -> Tensor:

@@ -21,6 +21,7 @@ from torchmetrics.regression import PearsonCorrCoef
 from lightning_mbo.methods.best_epoch import BestMemberWeights
 from lightning_mbo.methods.ignite import GradNormConstraint, Ignite
 from lightning_mbo.methods.optim import adam
+from lightning_mbo.methods.replicates import SeedReplicates
 from lightning_mbo.nn import Activation, Init, StackedMLP
 from lightning_mbo.search import SearchData, SearchObjective, SearchSettings
 from lightning_mbo.validation import SettingsError, check_choice, check_range
@@ -46,7 +47,7 @@ class StepLosses(NamedTuple):
     logs: dict[str, Tensor]
 
 
-class Surrogate(pl.LightningModule):
+class Surrogate(SeedReplicates, pl.LightningModule):
     """A stacked ensemble of ``members`` MLP surrogates, and what it offers design search.
 
     Defaults are design-baselines' gradient-ascent settings (Trabucco et al., "Design-Bench",
@@ -69,9 +70,12 @@ class Surrogate(pl.LightningModule):
         aggregate: how members' predictions combine for ascent: ``mean`` or ``min``.
         ignite: the gradient-norm constraint (IGNITE); ``null`` trains without it.
         select_best: keep each member's epoch with the best validation Pearson correlation.
-        replicates: independent runs stacked in this one module (seeds as a batch dimension):
-            ``replicates * members`` networks, each replicate its own initialisation and data
-            order, its own ascent and its own results row. 1 is one ordinary run.
+        replicates: seeds as a batch dimension: the runs of seeds ``s .. s + replicates - 1``
+            (``s`` the run's seed) stacked in this one module, ``replicates * members`` networks.
+            Replicate ``k``'s initialisation (:class:`SeedReplicates`), split, bootstrap draw and data order
+            (the datamodule's ``connect(..., seeds)``) and its search come from generators seeded by
+            ``s + k`` alone, so it builds what a plain run of seed ``s + k`` builds, and it writes its
+            own results row with that seed. 1 is one ordinary run.
         embedding: ``[C, E]``: the members embed each of a discrete design's classes in ``E``
             dimensions before their first layer, as design-baselines' REINFORCE members
             (``[4, 256]``); needs ``--data.encoding integers``. ``null``: continuous features.

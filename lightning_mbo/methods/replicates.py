@@ -1,0 +1,42 @@
+"""Seeds as a batch dimension: replicate ``k`` of a stacked run of seed ``s`` is the run of seed ``s + k``.
+
+A :class:`~lightning_mbo.methods.Surrogate` with ``replicates = R`` stacks ``R`` runs of ``members``
+networks each. Everything random in replicate ``k`` comes from generators seeded by its own seed
+``s + k``, never from the global RNG: its initial weights (:meth:`SeedReplicates.reseed`, through
+``StackedMLP.reset_members``), its train/validation split, bootstrap draw and per-epoch data order (the
+datamodule's ``connect(..., seeds)``), and its search (``DesignAscent`` runs a searcher per replicate
+with that seed). A plain run (``R = 1``) takes the same path, so replicate ``k`` and a plain run of
+seed ``s + k`` build the same networks and the same designs (tests/methods/test_stacked_seeds.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+
+class SeedReplicates:
+    """What a stacked module of ``replicates`` runs needs to seed each run on its own (a mixin of
+    :class:`~lightning_mbo.methods.Surrogate`: it reads ``replicates``, ``num_members``,
+    ``per_member_split``, ``hparams.members`` and the stacked network ``net``)."""
+
+    def replicate_seeds(self, seed: int) -> list[int]:
+        """The seed of each replicate of a run of ``seed``: ``seed, seed + 1, ...``."""
+        return [int(seed) + k for k in range(self.replicates)]
+
+    def connect_data(self, datamodule: Any) -> None:
+        """Before fitting: hand an ``MBODataModule`` the stacked members and each replicate's seed (its
+        split, bootstrap and data order), and initialise each replicate's members from its seed alone."""
+        seeds = self.replicate_seeds(datamodule.seed)
+        datamodule.connect(members=self.num_members, per_member_split=self.per_member_split, seeds=seeds)
+        self.reseed(seeds)
+
+    def reseed(self, seeds: Sequence[int]) -> None:
+        """Replicate ``k``'s members from ``torch.Generator().manual_seed(seeds[k])`` (not the global RNG)."""
+        if len(seeds) != self.replicates:
+            raise ValueError(f"reseed needs one seed per replicate ({self.replicates}), got {len(seeds)}")
+        m = self.hparams.members
+        for k, seed in enumerate(seeds):
+            self.net.reset_members(k * m, (k + 1) * m, torch.Generator().manual_seed(int(seed)))
