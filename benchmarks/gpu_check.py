@@ -310,7 +310,11 @@ def main(argv: list[str] | None = None) -> int:
             record["cells"].append(entry)
             print(f"gpu_check: {json.dumps(entry)}", file=sys.stderr, flush=True)
             skipped = [f"{c['cell']}: {c['reason']}" for c in record["cells"] if c["status"] != "done"]
-            text = label + ("\n\nnot run: " + "; ".join(skipped) if skipped else "")
+            timed = [f"{c['cell']} {c['seconds']:.0f} s ({c['seeds']} seeds"
+                     + (", with the Ens-Min search)" if "ens_mean" in c["cell"] else ")")
+                     for c in record["cells"] if c["status"] == "done"]
+            text = (label + "\n\nwhole-run seconds per cell: " + "; ".join(timed)
+                    + ("\n\nnot run: " + "; ".join(skipped) if skipped else ""))
             for d in dests:
                 d.mkdir(parents=True, exist_ok=True)
                 save_json(d / "cells.json", record)
