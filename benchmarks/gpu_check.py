@@ -24,7 +24,7 @@ The device command (one call, 9 minutes; the packed TFBind10 copy is unpacked fi
 
   d=$(mktemp -d) && python ../shared/data/tfbind10/unpack.py $d && \\
     timeout 540 python benchmarks/gpu_check.py --tfbind10-dir $d --budget 480 --out $OUT \\
-    --copy-to benchmarks/results/gpu_check
+    --runs-dir $d/runs --copy-to benchmarks/results/gpu_check
 
 On another machine pass the folder holding ``tf_bind_10-pho4/`` (or set LIGHTNING_MBO_DATA_DIR).
 
@@ -175,14 +175,14 @@ def _run_cell(cell: Cell, out: Path, extra: list[str], smoke: bool) -> list[dict
     overlays = _smoke_overlays(cell) if smoke else []
     extra = [*extra, *(_smoke_args(cell) if smoke else [])]
     run = Run(cell.name, [str(cfg), *overlays], [*cell.args, *extra])
-    run_dir = out / "runs" / cell.name
+    run_dir = out / cell.name
     args = _fit_args(run, 0, run_dir, None, cell.replicates)
     _run_cli(args)
     rows = [{**r, "run": cell.name, "seed": 0} for r in load_rows(run_dir / "results.json")]
     if cell.also_min:
         name = f"{cell.task}_{cell.also_min}"
         min_cfg = REPO / "configs" / cell.task / f"{cell.also_min}.yaml"
-        min_dir = out / "runs" / name
+        min_dir = out / name
         min_run = Run(name, [str(min_cfg), *overlays], [*cell.args, *extra])
         min_args = _fit_args(min_run, 0, min_dir, None, cell.replicates)
         min_args[0] = "ascend"
@@ -263,11 +263,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--throughput", type=float, default=ASSUMED_TFLOPS, help="assumed TFLOP/s for the estimate")
     p.add_argument("--only", nargs="*", default=None, help="cell names to run (e.g. tfbind8_ens_mean)")
     p.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU, same code path")
+    p.add_argument("--runs-dir", default=None,
+                   help="where each run's folder (results.json, checkpoints) goes (default: <out>/runs); on the "
+                        "device keep it out of $OUT, which brings back only a few small files")
     p.add_argument("--copy-to", default=None, help="also write table.md etc. here (e.g. benchmarks/results/gpu_check)")
     a = p.parse_args(argv)
     start = time.monotonic()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
+    runs_dir = Path(a.runs_dir) if a.runs_dir else out / "runs"
     extra = list(SMOKE_ARGS) if a.smoke else ["--trainer.accelerator=gpu"]
     todo = groups()
     if a.only is not None:
@@ -306,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
             if why:
                 entry.update(status="skipped", reason=why)
             else:
-                entry.update(_timed(cell, out, extra, a.smoke, data_dir, rows))
+                entry.update(_timed(cell, runs_dir, extra, a.smoke, data_dir, rows))
             record["cells"].append(entry)
             print(f"gpu_check: {json.dumps(entry)}", file=sys.stderr, flush=True)
             skipped = [f"{c['cell']}: {c['reason']}" for c in record["cells"] if c["status"] != "done"]
