@@ -174,7 +174,12 @@ def _run_cell(cell: Cell, out: Path, extra: list[str], smoke: bool) -> list[dict
     cfg = REPO / "configs" / cell.task / f"{cell.method}.yaml"
     overlays = _smoke_overlays(cell) if smoke else []
     extra = [*extra, *(_smoke_args(cell) if smoke else [])]
-    run = Run(cell.name, [str(cfg), *overlays], [*cell.args, *extra])
+    # One checkpoint, at the end (what Ens-Min's search loads): the configs' every 10 epochs would write
+    # an 80-member stack (about 4 GB with Adam's moments) 10 times.
+    every = 1 if smoke else cell.epochs
+    ckpt = ('--trainer.callbacks=[{"class_path": "pytorch_lightning.callbacks.ModelCheckpoint", '
+            f'"init_args": {{"save_last": true, "every_n_epochs": {every}}}}}]')
+    run = Run(cell.name, [str(cfg), *overlays], [*cell.args, *extra, ckpt])
     run_dir = out / cell.name
     args = _fit_args(run, 0, run_dir, None, cell.replicates)
     _run_cli(args)
@@ -205,7 +210,7 @@ def _smoke_args(cell: Cell) -> list[str]:
     return []
 
 
-SMOKE_ARGS = ["--trainer.max_epochs=1", "--data.max_samples=600", "--data.val_size=100",
+SMOKE_ARGS = ["--trainer.max_epochs=1", "--data.max_samples=600", "--data.subsample=stride", "--data.val_size=100",
               "--model.init_args.hidden=[16, 16]", "--ascent.steps=3", "--trainer.accelerator=cpu",
               "--trainer.limit_train_batches=3"]
 
