@@ -49,8 +49,8 @@ Sizing (:func:`estimate_seconds`, per step the larger of a launch-bound floor an
   36 TFLOP/s (the rate measured for Tri-mentoring's float32 outer pass, about half the H100's fp32
   peak); COMs' 50 inner ascent steps each cost a plain 1-member launch floor; 15 s per fit or
   search for data, start-up and scoring. ``--throughput`` changes the rate.
-- Result, 16 seeds: TFBind8 Ens 214 s, Ens+IGNITE 522 s; TFBind10 85 + 177 s; GA 68 + 157 s (TFBind8),
-  31 + 57 s (TFBind10); COMs 69 + 83 s, 31 + 35 s; Tri-mentoring 360 s: about 31 min in all. In one
+- Result, 16 seeds: TFBind8 Ens 214 s, Ens+IGNITE 522 s; TFBind10 (16 fits) 791 + 1217 s; GA 68 + 157 s (TFBind8),
+  492 + 920 s (TFBind10); COMs 69 + 83 s, 497 + 506 s; Tri-mentoring 360 s: about 1.9 h in all. In one
   9-minute call (budget 480 s) the first pair runs with the most seeds that fit (9) and the rest
   is skipped with its reason, unless the device beats the estimate: the check measures by how much.
 """
