@@ -415,7 +415,8 @@ def _read_folder(root: Path) -> tuple[list[dict[str, Any]], str, str | None]:
     files = sorted(root.rglob("results.json"))
     if files:
         rows = [{**row, "run": _run_name(f.relative_to(root), row)} for f in files for row in load_rows(f)]
-        return rows, f"{len(files)} results.json files below {root}", None
+        commits = ", ".join(sorted({str(r["commit"])[:7] for r in rows if r.get("commit")})) or "unknown"
+        return rows, f"{len(files)} results.json files below {root}", f"{_provenance()}; the runs' commit {commits}"
     if (root / "runs.csv").is_file():
         rows = read_runs(root / "runs.csv")
         saved = root / "label.txt"
