@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from jsonargparse import CLI
 
 from lightning_mbo.comparison import format_comparison, write_comparison
@@ -59,11 +60,21 @@ class Run:
         name: folder name of its runs.
         configs: config files, applied in order (e.g. the method's, then an overlay).
         args: extra command-line arguments for this method.
+        stack: run the grid's seeds (consecutive, ``s .. s + N - 1``) as ONE job, stacked as a batch
+            dimension (``model.init_args.replicates = N``; replicate ``k`` is the run of seed ``s + k``).
+            Only for ``lightning_mbo.methods.Surrogate`` (GA, Ens-Mean/Min, and CMA-ES, BO-qEI,
+            REINFORCE, CbAS, MINs on its members), whose replicates are proven equal to plain runs;
+            other methods run their seeds as separate jobs.
     """
 
     name: str
     configs: list[str]
     args: list[str] = field(default_factory=list)
+    stack: bool = False
+
+
+#: The class whose stacked replicate k is proven to be the plain run of seed s + k (test_stacked_seeds.py).
+STACKABLE = "lightning_mbo.methods.Surrogate"
 
 
 def run_grid(
@@ -83,10 +94,9 @@ def run_grid(
         seeds: the seeds; each sets ``seed_everything`` and the datamodule's seed.
         output_dir: runs go to ``<output_dir>/<name>/seed_<s>/``, the table to ``<output_dir>/``.
         args: extra command-line arguments for every run (e.g. ``--trainer.accelerator=gpu``).
-        replicates: independent runs stacked in ONE process per method and seed
-            (``model.init_args.replicates``). They share the seed (each draws its own
-            initialisation and data order from it), and each gets its own results row,
-            labelled with the seed and its replicate index.
+        replicates: seeds stacked in ONE process per method and seed ``s``
+            (``model.init_args.replicates``): the job of seed ``s`` runs seeds ``s .. s + R - 1``, one
+            results row each, labelled with its own seed (the seeds' ranges must not overlap).
         label: a line printed under the table's title (e.g. "quick CPU scale").
         rerun_changed: a finished run whose resolved config differs from what the grid now asks
             for (a config file or an argument changed) is run again; without it the grid refuses,
@@ -106,10 +116,12 @@ def run_grid(
     out = Path(output_dir)
     planned, pending = [], []
     for run in runs:
-        for seed in seeds:
+        for seed, count in _seed_jobs(run, seeds, replicates):
             run_dir = out / run.name / f"seed_{seed}"
-            cli_args = _fit_args(run, seed, run_dir, args, replicates)
+            cli_args = _fit_args(run, seed, run_dir, args, count)
             resolved = resolved_config(cli_args)
+            if run.stack:
+                _check_stackable(run, resolved)
             result_file = run_dir / "results.json"
             if result_file.exists() and _changed(run_dir, resolved, rerun_changed):
                 result_file.unlink()
@@ -120,7 +132,7 @@ def run_grid(
     run_jobs(pending, executor, out / "submitit")
     rows: list[dict[str, Any]] = []
     for run, seed, result_file in planned:
-        rows += [{**row, "run": run.name, "seed": seed} for row in load_rows(result_file)]
+        rows += [{**row, "run": run.name, "seed": row.get("seed", seed)} for row in load_rows(result_file)]
     span = _wall_time([result_file.parent for _, _, result_file in planned])
     write_table(rows, out, f"{label}\n\n{span}" if label and span else label or span)
     return rows
@@ -135,6 +147,35 @@ def _wall_time(run_dirs: list[Path]) -> str:
     seconds = max(t[1] for t in times) - min(t[0] for t in times)
     return (f"grid wall time: {seconds / 60:.0f} min from the first run's start to the last run's end "
             f"({len(times)} of {len(run_dirs)} runs timed; a grid resumed later counts the pause)")
+
+
+def _seed_jobs(run: Run, seeds: list[int], replicates: int) -> list[tuple[int, int]]:
+    """``(first seed, seeds stacked)`` of each job of ``run``: one job of all seeds when it stacks, else one
+    job per seed of ``replicates`` stacked seeds; no seed runs twice."""
+    if run.stack:
+        if replicates > 1 or seeds != list(range(seeds[0], seeds[0] + len(seeds))):
+            raise SettingsError(f"run {run.name} stacks the grid's seeds into one job: give consecutive seeds "
+                                f"(got {seeds}) and leave replicates at 1 (got {replicates})")
+        return [(seeds[0], len(seeds))]
+    covered = [s + k for s in seeds for k in range(replicates)]
+    if len(set(covered)) < len(covered):
+        raise SettingsError(f"with replicates {replicates} the job of seed s runs seeds s .. s + {replicates - 1}, so "
+                            f"seeds {seeds} run some seed twice: give seeds {replicates} apart")
+    return [(s, replicates) for s in seeds]
+
+
+def _check_stackable(run: Run, resolved: str) -> None:
+    """Refuse to stack seeds of a method whose replicates are not proven to be plain runs."""
+    try:
+        config = yaml.safe_load(resolved)
+    except yaml.YAMLError:
+        return
+    model = config.get("model") if isinstance(config, dict) else None
+    path = model.get("class_path") if isinstance(model, dict) else None
+    if path is not None and path != STACKABLE:
+        raise SettingsError(f"run {run.name}: {path} does not stack seeds as a batch dimension (its replicates are "
+                            "not proven to be plain runs of their seeds); set stack: false and replicates 1 to run "
+                            "each seed as its own job")
 
 
 def _fit_args(run: Run, seed: int, run_dir: Path, args: list[str] | None, replicates: int) -> list[str]:

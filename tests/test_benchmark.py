@@ -9,6 +9,7 @@ import pytest
 
 from lightning_mbo import benchmark
 from lightning_mbo.benchmark import Run, run_grid, summarize
+from lightning_mbo.validation import SettingsError
 
 
 def _row(seed: int, s100: float, s80: float, s50: float, wall: float, run: str = "ens", **extra) -> dict:
@@ -49,7 +50,9 @@ def test_grid_passes_each_seed_and_labels_replicates(tmp_path: Path, monkeypatch
         for job in jobs:
             calls.append(job.cli_args)
             seed = int(next(a for a in job.cli_args if a.startswith("--seed_everything=")).split("=")[1])
-            rows = [_row(seed, 0.5 + seed / 10 + r / 100, 0.5, 0.5, 1.0, replicate=r) for r in range(2)]
+            count = int(next((a for a in job.cli_args if a.startswith("--model.init_args.replicates=")),
+                             "=1").split("=")[1])
+            rows = [_row(seed + r, 0.5 + seed / 10 + r / 100, 0.5, 0.5, 1.0, replicate=r) for r in range(count)]
             Path(job.run_dir).mkdir(parents=True)
             (Path(job.run_dir) / "results.json").write_text(json.dumps({"rows": rows, "provenance": {}}))
         return [{} for _ in jobs]
@@ -61,11 +64,23 @@ def test_grid_passes_each_seed_and_labels_replicates(tmp_path: Path, monkeypatch
     for args, seed in zip(calls, (3, 5), strict=True):
         assert f"--seed_everything={seed}" in args and f"--data.seed={seed}" in args
         assert "--model.init_args.replicates=2" in args
-    assert [(r["seed"], r["replicate"]) for r in rows] == [(3, 0), (3, 1), (5, 0), (5, 1)]
+    assert [(r["seed"], r["replicate"]) for r in rows] == [(3, 0), (4, 1), (5, 0), (6, 1)]  # replicate k: seed s + k
     table = (tmp_path / "table.md").read_text()
-    assert "| TFBind8-Exact-v0 | ens | ens_mean | 2 | 4 |" in table
+    assert "| TFBind8-Exact-v0 | ens | ens_mean | 4 | 4 |" in table
     with pytest.raises(ValueError, match="replicates"):
         run_grid([Run("ens", ["cfg.yaml"])], seeds=[0], output_dir=str(tmp_path), replicates=0)
+    with pytest.raises(SettingsError, match="seeds 2 apart"):
+        run_grid([Run("ens", ["cfg.yaml"])], seeds=[0, 1], output_dir=str(tmp_path / "o"), replicates=2)
+    calls.clear()
+    rows = run_grid([Run("st", ["cfg.yaml"], stack=True), Run("sep", ["cfg.yaml"])], seeds=[0, 1, 2],
+                    output_dir=str(tmp_path / "s"))
+    assert [c.count("--model.init_args.replicates=3") for c in calls] == [1, 0, 0, 0]  # one stacked job, 3 plain
+    assert sorted((r["run"], r["seed"]) for r in rows) == [(n, s) for n in ("sep", "st") for s in (0, 1, 2)]
+    with pytest.raises(SettingsError, match="consecutive"):
+        run_grid([Run("st", ["cfg.yaml"], stack=True)], seeds=[0, 2], output_dir=str(tmp_path / "t"))
+    monkeypatch.setattr(benchmark, "resolved_config", lambda args: "model:\n  class_path: lightning_mbo.methods.RoMA\n")
+    with pytest.raises(SettingsError, match="does not stack seeds"):
+        run_grid([Run("st", ["cfg.yaml"], stack=True)], seeds=[0, 1], output_dir=str(tmp_path / "u"))
 
 
 # --- the comparison with and without IGNITE (lightning_mbo.comparison) -------------------------
@@ -108,7 +123,7 @@ def test_two_by_two_grid_runs_two_at_a_time_on_the_local_executor(tmp_path: Path
 
     monkeypatch.chdir(REPO)  # the grid's config paths are relative to the repository
     runs = [Run("ens_mean", ["configs/tfbind8/ens_mean.yaml"], TINY),
-            Run("ens_mean_ignite", ["configs/tfbind8/ens_mean_ignite.yaml"], TINY)]
+            Run("ens_mean_ignite", ["configs/tfbind8/ens_mean.yaml", "configs/ignite.yaml"], TINY)]
     rows = run_grid(runs, seeds=[0, 1], output_dir=str(tmp_path), executor=Executor(workers=2))
     assert sorted((r["run"], r["seed"]) for r in rows) == [("ens_mean", 0), ("ens_mean", 1),
                                                           ("ens_mean_ignite", 0), ("ens_mean_ignite", 1)]
