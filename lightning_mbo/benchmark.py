@@ -9,7 +9,6 @@ published numbers alongside, IGNITE's λ and ρ‖∇h‖ at the end of training
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
@@ -27,6 +26,7 @@ from jsonargparse import CLI
 
 from lightning_mbo.comparison import format_comparison, write_comparison
 from lightning_mbo.dispatch import Executor, FitJob, read_job, run_jobs
+from lightning_mbo.fit import resolved_config
 from lightning_mbo.results import (
     BARELY_MOVED_BELOW,
     MOVEMENT_KEYS,
@@ -193,24 +193,6 @@ def _fit_args(run: Run, seed: int, run_dir: Path, args: list[str] | None, replic
     if replicates > 1:
         cli_args.append(f"--model.init_args.replicates={replicates}")
     return cli_args
-
-
-def resolved_config(cli_args: list[str]) -> str:
-    """The fully resolved config of ``python -m lightning_mbo <cli_args>`` (``--print_config``), parsed
-    in this process (nothing is built or trained)."""
-    from lightning_mbo.cli import main  # noqa: PLC0415
-
-    buf = io.StringIO()
-    argv, sys.argv = sys.argv, sys.argv[:1]  # LightningCLI warns when given args while sys.argv holds others
-    with contextlib.redirect_stdout(buf):
-        try:
-            main([*cli_args, "--print_config"])
-        except SystemExit as done:
-            if done.code not in (0, None):
-                raise SettingsError(f"the grid's run does not parse: {' '.join(cli_args)}") from None
-        finally:
-            sys.argv = argv
-    return buf.getvalue()
 
 
 def _changed(run_dir: Path, resolved: str, rerun: bool) -> bool:

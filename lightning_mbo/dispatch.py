@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any, Literal
 import submitit
 from submitit.helpers import Checkpointable
 
+from lightning_mbo.fit import fit_command
 from lightning_mbo.validation import SettingsError, check_choice, check_range
 
 Cluster = Literal["local", "slurm"]
@@ -89,7 +89,7 @@ class FitJob(Checkpointable):
         started = time.time()
         log = run_dir / "run.log"
         with log.open("a") as f:
-            proc = subprocess.run([sys.executable, "-m", "lightning_mbo", *args], stdout=f,
+            proc = subprocess.run(fit_command(args), stdout=f,
                                   stderr=subprocess.STDOUT, check=False)
         if proc.returncode != 0:
             tail = "".join(log.read_text().splitlines(keepends=True)[-30:])
