@@ -110,7 +110,7 @@ def _tasks(args: list[str]) -> int:
 
 
 def _results(args: list[str]) -> int:
-    from lightning_mbo.benchmark import collect_main  # noqa: PLC0415
+    from lightning_mbo.table import collect_main  # noqa: PLC0415
 
     return collect_main(args)
 

@@ -4,7 +4,7 @@ Dao, Nguyen, Truong, Hoang (NeurIPS 2024) report, over 11 baselines x 4 tasks, h
 (baseline, task) cases the constraint improves at the 100th percentile, how many it leaves
 unchanged and how many it makes worse, with the mean and extreme changes (35 of 44 improved,
 mean +1.91%, peak +9.6%; 4 worse, mean -0.3%, at most -0.7%; 5 unchanged). This module pairs a
-grid's table entries (:func:`lightning_mbo.benchmark.summarize`) by baseline — a method and the
+grid's table entries (:func:`lightning_mbo.table.summarize`) by baseline — a method and the
 same method with ``+ignite`` — and computes those statistics the same way: the change of the mean
 over seeds, relative to the baseline's mean, in percent; a case is "unchanged" when the two means
 agree to the three decimals the paper's tables print. That count is kept, labelled as the paper's
