@@ -58,6 +58,12 @@ ROMA_F, T_ROMA = "lightning_mbo/functional/roma.py", "tests/methods/test_roma.py
 COTEACH, T_COTEACH = "lightning_mbo/functional/coteaching.py", "tests/functional/test_coteaching.py"
 MINS_F = "lightning_mbo/functional/mins.py"
 MORPH_ENV, T_MORPH = "lightning_mbo/tasks/morphology/env.py", "tests/tasks/test_morphology.py"
+CMA, BO = "lightning_mbo/search/cma_es.py", "lightning_mbo/search/bo_qei.py"
+REINFORCE, BEST = "lightning_mbo/search/reinforce.py", "lightning_mbo/methods/best_epoch.py"
+COMPARISON, ASCENT = "lightning_mbo/comparison.py", "lightning_mbo/callbacks/design_ascent.py"
+T_RELEASED, T_REL_SURR = "tests/search/test_released_settings.py", "tests/methods/test_released_surrogates.py"
+T_RULES, T_OUTPUTS = "tests/test_comparison_rules.py", "tests/test_run_outputs.py"
+T_RUNNER, T_LR0 = "tests/test_runner_keys.py", "tests/test_lr_zero.py"
 
 MUTANTS: tuple[Mutant, ...] = (
     Mutant("soft_label_ascent", "soft-label step (paper Eq. 9) ascends the outer MSE, in both backends", (
@@ -90,10 +96,10 @@ MUTANTS: tuple[Mutant, ...] = (
              '"rho_grad_norm": self.norm_ema.tolist()'),
     ), (T_SURROGATE,)),
     Mutant("table_mean_is_max", "the benchmark table's mean replaced by the max", (
-        Edit(BENCH, "float(values.mean()), float(values.std())", "float(values.max()), float(values.std())"),
+        Edit("lightning_mbo/table.py", "float(values.mean()), float(values.std())", "float(values.max()), float(values.std())"),
     ), ("tests/test_benchmark.py",)),
     Mutant("table_std_constant", "the benchmark table's std replaced by a constant", (
-        Edit(BENCH, "float(values.mean()), float(values.std())", "float(values.mean()), 0.0"),
+        Edit("lightning_mbo/table.py", "float(values.mean()), float(values.std())", "float(values.mean()), 0.0"),
     ), ("tests/test_benchmark.py",)),
     Mutant("grid_seed_zero", "every grid job run with seed 0", (
         Edit(BENCH, 'f"--seed_everything={seed}", f"--data.seed={seed}",', '"--seed_everything=0", "--data.seed=0",'),
@@ -125,8 +131,8 @@ MUTANTS: tuple[Mutant, ...] = (
         Edit("lightning_mbo/tasks/registry.py", "y_min=-1.8585268, y_max=2.1287067", "y_min=-1.8585, y_max=2.1287067"),
     ), ("tests/tasks",)),
     Mutant("finite_difference_sign", "IGNITE's finite difference reversed: (∇h(ω) − ∇h(ω + r u)) / r", (
-        Edit("lightning_mbo/functional/gradnorm.py", "estimate = torch._foreach_sub(shifted, grads)",
-             "estimate = torch._foreach_sub(grads, shifted)"),
+        Edit("lightning_mbo/functional/gradnorm.py", "    torch._foreach_sub_(estimate, grads)",
+             "    estimate = [g.clone() for g in grads]; torch._foreach_sub_(estimate, shifted)"),
     ), ("tests/functional/test_gradnorm.py",)),
     Mutant("lambda_descends", "IGNITE's λ step descends instead of ascending", (
         Edit("lightning_mbo/functional/dual.py", "new = lmbda.detach() + lr * violation",
@@ -198,6 +204,100 @@ MUTANTS: tuple[Mutant, ...] = (
         Edit("lightning_mbo/tasks/forest/oracle.py", "z = (x - self.norm.x_mean) / self.norm.x_std",
              "z = x - self.norm.x_mean"),
     ), ("tests/tasks/test_superconductor.py",)),
+    # --- the newer baselines' released settings, the comparison and the runner ---------------
+    Mutant("cma_sigma_0.3", "CMA-ES starts with step size 0.3 instead of the released 0.5", (
+        Edit(CMA, "sigma: float = 0.5, iterations: int = 100", "sigma: float = 0.3, iterations: int = 100"),
+    ), (T_RELEASED + "::test_cma_es_sigma_and_default_population",)),
+    Mutant("cma_iterations_50", "CMA-ES runs 50 iterations instead of the released 100", (
+        Edit(CMA, "sigma: float = 0.5, iterations: int = 100", "sigma: float = 0.5, iterations: int = 50"),
+    ), (T_RELEASED + "::test_cma_es_released_defaults",)),
+    Mutant("cma_fixed_popsize", "CMA-ES with a fixed population of 12, not cma's 4 + floor(3 ln D)", (
+        Edit(CMA, '**({"popsize": self.popsize} if self.popsize else {})', '"popsize": self.popsize or 12'),
+    ), (T_RELEASED + "::test_cma_es_sigma_and_default_population",)),
+    Mutant("cma_returns_own_best", "CMA-ES returns its own bookkeeping's best, not cma's xbest", (
+        Edit(CMA, "np.stack([es.result.xbest if es.result.xbest", "np.stack([best_x[i] if es.result.xbest"),
+    ), (T_RELEASED + "::test_cma_es_returns_cmas_xbest",)),
+    Mutant("cma_returns_mean", "CMA-ES returns the distribution's mean, not the best point seen", (
+        Edit(CMA, "np.stack([es.result.xbest if es.result.xbest", "np.stack([es.mean if es.result.xbest"),
+    ), (T_RELEASED + "::test_cma_es_returns_cmas_xbest",)),
+    Mutant("bo_qei_no_label_noise", "BO-qEI labels proposals with the bare prediction (no N(0, 0.1^2))", (
+        Edit(BO, "new_y = pred + self.label_noise_std * torch.randn", "new_y = pred + 0 * self.label_noise_std * torch.randn"),
+    ), (T_RELEASED + "::test_bo_qei_labels_proposals_with_prediction_plus_n0_01_noise",)),
+    Mutant("bo_qei_noise_0.01", "BO-qEI label noise std 0.01 instead of 0.1", (
+        Edit(BO, "label_noise_std: float = 0.1,", "label_noise_std: float = 0.01,"),
+    ), (T_RELEASED + "::test_bo_qei_released_defaults",)),
+    Mutant("reinforce_batch_128", "REINFORCE draws 128 samples per update on discrete tasks, not 256", (
+        Edit(REINFORCE, "self.batch or 256", "self.batch or 128"),
+    ), (T_RELEASED + "::test_reinforce_samples_per_update",)),
+    Mutant("reinforce_batch_1024", "REINFORCE draws 1024 samples per update on continuous tasks, not 2048", (
+        Edit(REINFORCE, "self.batch or 2048", "self.batch or 1024"),
+    ), (T_RELEASED + "::test_reinforce_samples_per_update",)),
+    Mutant("reinforce_iterations_100", "REINFORCE trains 100 iterations instead of 200", (
+        Edit(REINFORCE, "iterations: int = 200, batch", "iterations: int = 100, batch"),
+    ), (T_RELEASED + "::test_reinforce_released_defaults",)),
+    Mutant("reinforce_lr_0.001", "REINFORCE's Adam lr 0.001 instead of 0.01", (
+        Edit(REINFORCE, "lr: float = 0.01, sigma", "lr: float = 0.001, sigma"),
+    ), (T_RELEASED + "::test_reinforce_adam_lr_is_released_0_01",)),
+    Mutant("head_max_logstd_0.3", "Gaussian head's upper log-std bound starts at log 0.3, not log 0.2", (
+        Edit(SURROGATE, "torch.full((members, 1), math.log(0.2))", "torch.full((members, 1), math.log(0.3))"),
+    ), (T_REL_SURR + "::test_gaussian_head_soft_bounds_start_at_log_0_1_and_log_0_2",)),
+    Mutant("head_min_logstd_0.05", "Gaussian head's lower log-std bound starts at log 0.05, not log 0.1", (
+        Edit(SURROGATE, "torch.full((members, 1), math.log(0.1))", "torch.full((members, 1), math.log(0.05))"),
+    ), (T_REL_SURR + "::test_gaussian_head_soft_bounds_start_at_log_0_1_and_log_0_2",)),
+    Mutant("head_hard_lower_clamp", "Gaussian head clamps the log-std hard at its lower bound, not softly", (
+        Edit(SURROGATE, "logstd = self.min_logstd + F.softplus(logstd - self.min_logstd)",
+             "logstd = torch.maximum(logstd, self.min_logstd)"),
+    ), (T_REL_SURR + "::test_gaussian_head_soft_bounds_start_at_log_0_1_and_log_0_2",)),
+    Mutant("coms_model_eps_torch", "COMs' model Adam with torch's eps 1e-8, not Keras' 1e-7", (
+        Edit(COMS, "adam(model, lr=self.hparams.lr, eps=1e-7)", "adam(model, lr=self.hparams.lr, eps=1e-8)"),
+    ), (T_REL_SURR + "::test_coms_optimizers_use_keras_epsilon",)),
+    Mutant("coms_alpha_eps_torch", "COMs' log-alpha Adam with torch's eps 1e-8, not Keras' 1e-7", (
+        Edit(COMS, "lr=self.hparams.alpha_lr, eps=1e-7)", "lr=self.hparams.alpha_lr, eps=1e-8)"),
+    ), (T_REL_SURR + "::test_coms_optimizers_use_keras_epsilon",)),
+    Mutant("best_epoch_nan_as_zero", "best-epoch selection counts a NaN Pearson as 0, not -1", (
+        Edit(BEST, "nan=-1.0", "nan=0.0"),
+    ), (T_REL_SURR + "::test_best_epoch_keeps_each_members_best_and_nan_counts_as_minus_one",)),
+    Mutant("best_epoch_nan_never_kept", "best-epoch selection counts a NaN Pearson as -inf (an all-NaN member keeps nothing)", (
+        Edit(BEST, "nan=-1.0", "nan=-math.inf"),
+    ), (T_REL_SURR + "::test_best_epoch_an_all_nan_member_keeps_its_first_epoch",)),
+    Mutant("best_epoch_tie_takes_later", "best-epoch selection takes the later epoch on a tie", (
+        Edit(BEST, "better = scores > self.score", "better = scores >= self.score"),
+    ), (T_REL_SURR + "::test_best_epoch_a_tie_keeps_the_earlier_epoch",)),
+    Mutant("unchanged_two_decimals", "the comparison calls means unchanged when they agree to 2 decimals, not 3", (
+        Edit(COMPARISON, '_mean"], 3) == round(self.ignite', '_mean"], 2) == round(self.ignite'),
+    ), (T_RULES,)),
+    Mutant("gain_divides_by_signed_base", "the gain divides by the baseline's signed mean (sign flips when negative)", (
+        Edit(COMPARISON, "100.0 * (i - b) / abs(b)", "100.0 * (i - b) / b"),
+    ), (T_RULES,)),
+    Mutant("start_score_from_labels", "the starting designs' score is the dataset's labels, not the oracle", (
+        Edit(ASCENT, "datamodule.score(task.top_k(self.num_candidates)[0])", "task.top_k(self.num_candidates)[1]"),
+    ), (T_OUTPUTS + "::test_start_score_is_the_oracle_on_the_unmodified_top_designs",)),
+    Mutant("replicate_rows_share_prediction", "every replicate's row reports the predicted score of all candidates", (
+        Edit(ASCENT, '"mean_predicted_final": float(pred[-1, idx].mean())', '"mean_predicted_final": float(pred[-1].mean())'),
+    ), (T_OUTPUTS + "::test_each_replicate_row_carries_its_own_predicted_scores",)),
+    Mutant("runner_key_first_line", "the runner reuses a finished run when only the resolved config's first line matches", (
+        Edit(BENCH, "    if saved == resolved:", "    if saved.splitlines()[:1] == resolved.splitlines()[:1]:"),
+    ), (T_RUNNER + "::test_runner_reuses_refuses_and_reruns_by_resolved_config",)),
+    Mutant("runner_ignores_changed", "the runner reruns a changed run without --rerun_changed", (
+        Edit(BENCH, "    if not rerun:\n", "    if False:\n"),
+    ), (T_RUNNER + "::test_runner_reuses_refuses_and_reruns_by_resolved_config",)),
+    Mutant("checkpoint_ignores_activation", "a checkpoint of another activation is accepted", (
+        Edit("lightning_mbo/checkpoint.py", '"hidden", "activation", "head"', '"hidden", "head"'),
+    ), (T_RUNNER + "::test_checkpoint_of_other_network_settings_is_refused",)),
+    Mutant("ascent_lr_zero_accepted", "--ascent.lr 0 is accepted by the callback and the search settings", (
+        Edit(ASCENT, 'check_range("--ascent.lr", lr, 0, strict=True', 'check_range("--ascent.lr", lr, 0, strict=False'),
+        Edit("lightning_mbo/search/contract.py", "self.lr, 0, strict=True", "self.lr, 0, strict=False"),
+    ), (T_LR0 + "::test_callback_and_search_settings_refuse_a_zero_step",)),
+    Mutant("search_settings_lr_zero_accepted", "a method's search settings accept a step size of 0", (
+        Edit("lightning_mbo/search/contract.py", "self.lr, 0, strict=True", "self.lr, 0, strict=False"),
+    ), (T_LR0 + "::test_callback_and_search_settings_refuse_a_zero_step",)),
+    Mutant("bo_qei_gp_noise_free", "BO-qEI's GP fitted with observation noise 1e-6 instead of 0.01", (
+        Edit(BO, "train_Yvar=torch.full_like(train_y, self.observation_noise)",
+             "train_Yvar=torch.full_like(train_y, 1e-6)"),
+    ), (T_RELEASED + "::test_bo_qei_labels_proposals_with_prediction_plus_n0_01_noise",)),
+    Mutant("reinforce_sigma_ignored", "REINFORCE's continuous policy samples with std 1, not sigma (0.1)", (
+        Edit(REINFORCE, "x = mean.detach() + self.sigma * noise", "x = mean.detach() + noise"),
+    ), (T_RELEASED + "::test_reinforce_continuous_policy_samples_with_std_0_1_around_the_top_mean",)),
     Mutant("download_keeps_by_existence", "data download keeps present files without checking their checksum", (
         Edit("lightning_mbo/tasks/commands/download.py", "        if checksum_ok(local, remote):",
              "        if local.is_file():"),
