@@ -173,7 +173,7 @@ def _run_cli(args: list[str]) -> None:
 
 def _run_cell(cell: Cell, out: Path, extra: list[str], smoke: bool) -> list[dict]:
     """Fit (and for Ens also search with the min aggregation); returns the rows with ``run`` and ``seed``."""
-    cfg = REPO / "configs" / cell.task / f"{cell.method}.yaml"
+    cfg = _configs(cell.task, cell.method)
     overlays = _smoke_overlays(cell) if smoke else []
     extra = [*extra, *(_smoke_args(cell) if smoke else [])]
     # One checkpoint, at the end (what Ens-Min's search loads): the configs' every 10 epochs would write
@@ -181,7 +181,7 @@ def _run_cell(cell: Cell, out: Path, extra: list[str], smoke: bool) -> list[dict
     every = 1 if smoke else cell.epochs
     ckpt = ('--trainer.callbacks=[{"class_path": "pytorch_lightning.callbacks.ModelCheckpoint", '
             f'"init_args": {{"save_last": true, "every_n_epochs": {every}}}}}]')
-    run = Run(cell.name, [str(cfg), *overlays], [*cell.args, *extra, ckpt])
+    run = Run(cell.name, [*cfg, *overlays], [*cell.args, *extra, ckpt])
     # TFBind10's released settings draw a random 10,000-row subsample per seed: one stacked module cannot
     # stand for several seeds there, so each seed is its own fit (seed s, replicates 1).
     stacked = cell.task != "tfbind10"
@@ -193,15 +193,22 @@ def _run_cell(cell: Cell, out: Path, extra: list[str], smoke: bool) -> list[dict
         rows += [{**r, "run": cell.name, "seed": seed} for r in load_rows(run_dir / "results.json")]
         if cell.also_min:
             name = f"{cell.task}_{cell.also_min}"
-            min_cfg = REPO / "configs" / cell.task / f"{cell.also_min}.yaml"
+            min_cfg = _configs(cell.task, cell.also_min)
             min_dir = out / name / run_dir.relative_to(out / cell.name)
-            min_run = Run(name, [str(min_cfg), *overlays], [*cell.args, *extra])
+            min_run = Run(name, [*min_cfg, *overlays], [*cell.args, *extra])
             min_args = _fit_args(min_run, seed, min_dir, None, reps)
             min_args[0] = "ascend"
             min_args.append(f"--ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}")
             _run_cli(min_args)
             rows += [{**r, "run": name, "seed": seed} for r in load_rows(min_dir / "results.json")]
     return rows
+
+
+def _configs(task: str, method: str) -> list[str]:
+    """``ens_mean``: ``configs/<task>/ens_mean.yaml``; ``ens_mean_ignite``: that and ``configs/ignite.yaml``."""
+    base = method.removesuffix("_ignite")
+    ignite = [str(REPO / "configs" / "ignite.yaml")] if base != method else []
+    return [str(REPO / "configs" / task / f"{base}.yaml"), *ignite]
 
 
 def _smoke_overlays(cell: Cell) -> list[str]:

@@ -153,7 +153,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def quick_fit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., tuple[Path, dict]]:
-    """``quick_fit(config, *args)``: ``python -m lightning_mbo fit --config configs/<config>`` for one
+    """``quick_fit(config, *args)``: ``python -m lightning_mbo fit --config configs/<config>`` (a list:
+    one ``--config`` each, e.g. ``["tfbind8/coms.yaml", "ignite.yaml"]``) for one
     epoch on 1000 TFBind8 rows, in-process; returns the run folder and its results row."""
     import sys  # noqa: PLC0415
 
@@ -161,8 +162,10 @@ def quick_fit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., 
 
     monkeypatch.setattr(sys, "argv", ["lightning-mbo"])
 
-    def fit(config: str, *args: str) -> tuple[Path, dict]:
-        cli = main(["fit", "--config", str(REPO / "configs" / config), "--trainer.max_epochs", "1",
+    def fit(config: str | list[str], *args: str) -> tuple[Path, dict]:
+        files = [config] if isinstance(config, str) else config
+        stack = [a for c in files for a in ("--config", str(REPO / "configs" / c))]
+        cli = main(["fit", *stack, "--trainer.max_epochs", "1",
                     "--data.max_samples", "1000", "--trainer.enable_progress_bar", "false",
                     "--trainer.logger.init_args.save_dir", str(tmp_path), *args])
         run = Path(cli.trainer.log_dir)

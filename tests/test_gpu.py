@@ -18,9 +18,10 @@ pytestmark = [
 ]
 
 
-@pytest.mark.parametrize("config", ["ens_mean_ignite.yaml", "tri_mentoring.yaml"])
+@pytest.mark.parametrize("config", ["tfbind8/ens_mean.yaml --config ignite.yaml", "tfbind8/tri_mentoring.yaml"])
 def test_fit_and_ascent_on_cuda(tmp_path, config):
-    main(["fit", "--config", str(REPO / "configs/tfbind8" / config), "--config", str(REPO / "configs/quick.yaml"),
+    stack = [a for c in config.split(" --config ") for a in ("--config", str(REPO / "configs" / c))]
+    main(["fit", *stack, "--config", str(REPO / "configs/quick.yaml"),
           "--trainer.accelerator=gpu", "--trainer.devices=1", "--trainer.max_epochs=2",
           "--ascent.steps=10", "--trainer.enable_progress_bar=false",
           f"--trainer.logger.init_args.save_dir={tmp_path}", "--trainer.logger.init_args.name=gpu",

@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 # A small but real run: 2000 visible TFBind8 rows, a 2x32 ensemble under IGNITE.
 SMALL = [
-    "--config", str(REPO / "configs/tfbind8/ens_mean_ignite.yaml"),
+    "--config", str(REPO / "configs/tfbind8/ens_mean.yaml"), "--config", str(REPO / "configs/ignite.yaml"),
     "--trainer.max_epochs=2",
     "--model.init_args.hidden=[32, 32]",
     "--ascent.steps=20",

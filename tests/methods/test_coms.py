@@ -108,18 +108,19 @@ SMALL = ["--config", str(REPO / "configs" / "quick_coms.yaml"), "--model.init_ar
          "--model.init_args.particle_steps", "5"]
 
 
-@pytest.mark.parametrize("config", ["tfbind8/coms.yaml", "tfbind8/coms_ignite.yaml", "tfbind8/coms_upstream.yaml"])
+@pytest.mark.parametrize("config", ["tfbind8/coms.yaml", ["tfbind8/coms.yaml", "ignite.yaml"],
+                                    "tfbind8/coms_upstream.yaml"])
 def test_quick_fit_of_each_config(config, quick_fit):
     run, row = quick_fit(config, *SMALL)
-    assert row["method"] == ("coms+ignite" if "ignite" in config else "coms")
+    assert row["method"] == ("coms+ignite" if "ignite.yaml" in config else "coms")
     assert row["ascent"] == {"steps": 50, "lr": pytest.approx(2.0 * math.sqrt(24)), "optimizer": "sgd"}
     assert 0 < row["coms"]["alpha"][0] and row["coms"]["overestimation_limit"] == 2.0
     assert row["score_100th"] > 0.3
-    if "ignite" in config:
+    if "ignite.yaml" in config:
         assert len(row["ignite"]["lambda"]) == 1
 
 
-@pytest.mark.parametrize("config", ["tfbind10/coms.yaml", "tfbind10/coms_ignite.yaml"])
+@pytest.mark.parametrize("config", ["tfbind10/coms.yaml", ["tfbind10/coms.yaml", "ignite.yaml"]])
 def test_quick_fit_of_each_tfbind10_config(config, quick_fit, tfbind10_every_design):
     _, row = quick_fit(config, *SMALL, "--data.data_dir", str(tfbind10_every_design))
     assert row["task"] == "TFBind10-Exact-v0" and row["ascent"]["lr"] == pytest.approx(2.0 * math.sqrt(30))  # 10.95
@@ -127,8 +128,8 @@ def test_quick_fit_of_each_tfbind10_config(config, quick_fit, tfbind10_every_des
 
 
 def test_same_seed_same_scores(quick_fit):
-    _, a = quick_fit("tfbind8/coms_ignite.yaml", *SMALL)
-    _, b = quick_fit("tfbind8/coms_ignite.yaml", *SMALL)
+    _, a = quick_fit(["tfbind8/coms.yaml", "ignite.yaml"], *SMALL)
+    _, b = quick_fit(["tfbind8/coms.yaml", "ignite.yaml"], *SMALL)
     assert a["score_100th"] == b["score_100th"] and a["coms"]["alpha"] == b["coms"]["alpha"]
     assert a["ignite"]["lambda"] == b["ignite"]["lambda"]
 

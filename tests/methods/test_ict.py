@@ -260,8 +260,9 @@ QUICK_ARGS = ["--model.init_args.hidden", "[16,16]", "--model.init_args.finetune
               "--ascent.steps", "5"]
 
 
-@pytest.mark.parametrize(("config", "method"), [("tfbind8/ict.yaml", "ict"), ("tfbind8/ict_ignite.yaml", "ict+ignite")])
-def test_cli_quick_fit(quick_fit, config: str, method: str) -> None:
+@pytest.mark.parametrize(("config", "method"), [("tfbind8/ict.yaml", "ict"),
+                                                (["tfbind8/ict.yaml", "ignite.yaml"], "ict+ignite")])
+def test_cli_quick_fit(quick_fit, config: str | list[str], method: str) -> None:
     run, res = quick_fit(config, *QUICK_ARGS)
     assert res["method"] == method and res["task"] == "TFBind8-Exact-v0"
     assert res["ascent"] == {"steps": 5, "lr": 0.1, "optimizer": "adam"}

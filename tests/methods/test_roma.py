@@ -333,8 +333,8 @@ QUICK = ["--model.init_args.hidden", "[16,16]", "--model.init_args.adapt_steps",
 
 
 @pytest.mark.parametrize(("config", "method"), [("tfbind8/roma.yaml", "roma"),
-                                                ("tfbind8/roma_ignite.yaml", "roma+ignite")])
-def test_cli_fit_tfbind8(quick_fit, config: str, method: str) -> None:
+                                                (["tfbind8/roma.yaml", "ignite.yaml"], "roma+ignite")])
+def test_cli_fit_tfbind8(quick_fit, config: str | list[str], method: str) -> None:
     run, row = quick_fit(config, *QUICK)
     assert row["method"] == method and row["task"] == "TFBind8-Exact-v0"
     assert row["ascent"] == {"steps": 3, "lr": 0.003, "optimizer": "adam"}
@@ -356,14 +356,16 @@ def test_cli_fit_is_reproducible(quick_fit) -> None:
 
 
 @pytest.mark.parametrize(("config", "method"), [("tfbind10/roma.yaml", "roma"),
-                                                ("tfbind10/roma_ignite.yaml", "roma+ignite")])
+                                                (["tfbind10/roma.yaml", "ignite.yaml"], "roma+ignite")])
 def test_cli_fit_tfbind10(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tfbind10_of_any_size: None,
-                          config: str, method: str) -> None:
+                          config: str | list[str], method: str) -> None:
     """TFBind10 is not shipped: synthetic shards in design-bench's layout stand in."""
     data = tmp_path / "data"
     write_shards(data, [distinct_designs(2000, seed=1)], [np.linspace(-1, 1, 2000, dtype=np.float32)[:, None]])
     monkeypatch.chdir(tmp_path)
-    cli = main(["fit", "--config", str(REPO / "configs" / config), "--data.data_dir", str(data),
+    files = [config] if isinstance(config, str) else config
+    stack = [a for c in files for a in ("--config", str(REPO / "configs" / c))]
+    cli = main(["fit", *stack, "--data.data_dir", str(data),
                 "--data.max_samples", "1000", "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false",
                 "--trainer.logger.init_args.save_dir", str(tmp_path / "logs"), *QUICK])
     row = read_result(Path(cli.trainer.log_dir))

@@ -100,17 +100,17 @@ QUICK = ["--model.init_args.hidden", "[32]", "--ascent.searcher.init_args.offlin
          "--ascent.searcher.init_args.iterations", "2", "--ascent.searcher.init_args.online_epochs", "2"]
 
 
-@pytest.mark.parametrize("config", ["tfbind8/cbas.yaml", "tfbind8/cbas_ignite.yaml"])
+@pytest.mark.parametrize("config", ["tfbind8/cbas.yaml", ["tfbind8/cbas.yaml", "ignite.yaml"]])
 def test_cli_fit_with_cbas_on_tfbind8(config, quick_fit):
     _, row = quick_fit(config, *QUICK)
-    assert row["method"] == ("cbas/ens_mean+ignite" if "ignite" in config else "cbas/ens_mean")
+    assert row["method"] == ("cbas/ens_mean+ignite" if "ignite.yaml" in config else "cbas/ens_mean")
     assert row["ascent"]["searcher"] == "cbas" and row["ascent"]["iterations"] == 2
     assert row["num_candidates"] == 128 and 0.0 <= row["score_50th"] <= row["score_100th"] <= 1.0
-    if "ignite" in config:
+    if "ignite.yaml" in config:
         assert len(row["ignite"]["lambda"]) == 5  # one per member: the VAEs are not constrained
 
 
-@pytest.mark.parametrize("config", ["tfbind10/cbas.yaml", "tfbind10/cbas_ignite.yaml"])
+@pytest.mark.parametrize("config", ["tfbind10/cbas.yaml", ["tfbind10/cbas.yaml", "ignite.yaml"]])
 def test_cli_fit_with_cbas_on_tfbind10(config, quick_fit, tfbind10_every_design):
     _, row = quick_fit(config, *QUICK, "--data.data_dir", str(tfbind10_every_design))
     assert row["task"] == "TFBind10-Exact-v0" and row["ascent"]["offline_epochs"] == 1

@@ -127,7 +127,7 @@ def test_bad_settings(bad) -> None:
 
 # --- as a user runs it -------------------------------------------------------------------------
 def test_cli_fit_with_cma_es_on_tfbind8(quick_fit) -> None:
-    _, row = quick_fit("tfbind8/cma_es_ignite.yaml", "--ascent.searcher.init_args.iterations", "5")
+    _, row = quick_fit(["tfbind8/cma_es.yaml", "ignite.yaml"], "--ascent.searcher.init_args.iterations", "5")
     assert row["method"] == "cma_es/ens_mean+ignite"
     assert row["ascent"] == {"searcher": "cma_es", "sigma": 0.5, "iterations": 5, "popsize": None}
     assert 0 <= row["score_100th"] <= 1 and len(row["ignite"]["lambda"]) == 5

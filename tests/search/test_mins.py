@@ -191,11 +191,11 @@ TINIER = ["--config", QUICK, "--trainer.max_epochs", "1", "--ascent.searcher.ini
 
 
 def test_cli_fit_tfbind8_and_ignite_leaves_the_faithful_designs_unchanged(quick_fit) -> None:
-    """``mins.yaml`` and ``mins_ignite.yaml`` at one seed give the same designs: the released run
+    """``mins.yaml`` alone and with ``ignite.yaml`` at one seed give the same designs: the released run
     never uses the surrogate that IGNITE regularises. ``use_oracle`` runs the loop through the
     command line, the surrogate labelling the datamodule's encoding of the generator's designs."""
     run, row = quick_fit("tfbind8/mins.yaml", *TINIER)
-    run_i, row_i = quick_fit("tfbind8/mins_ignite.yaml", *TINIER)
+    run_i, row_i = quick_fit(["tfbind8/mins.yaml", "ignite.yaml"], *TINIER)
     assert row["method"] == "mins/grad_ascent" and row_i["method"] == "mins/grad_ascent+ignite"
     assert row["ascent"]["searcher"] == "mins" and row["ascent"]["use_oracle"] is False
     assert row["ascent"]["gan_epochs"] == 2 and row["ascent"]["hidden"] == 32
@@ -205,12 +205,12 @@ def test_cli_fit_tfbind8_and_ignite_leaves_the_faithful_designs_unchanged(quick_
     np.testing.assert_array_equal(designs, np.load(run_i / "designs.npy"))
     loop = ["--ascent.searcher.init_args.use_oracle", "true", "--ascent.searcher.init_args.iterations", "1",
             "--ascent.searcher.init_args.epochs_per_iteration", "1"]
-    run_o, row_o = quick_fit("tfbind8/mins_ignite.yaml", *TINIER, *loop)
+    run_o, row_o = quick_fit(["tfbind8/mins.yaml", "ignite.yaml"], *TINIER, *loop)
     assert row_o["ascent"]["use_oracle"] is True and row_o["ascent"]["iterations"] == 1
     assert np.load(run_o / "designs.npy").shape == (128, 8)
 
 
-@pytest.mark.parametrize("config", ["tfbind10/mins.yaml", "tfbind10/mins_ignite.yaml"])
+@pytest.mark.parametrize("config", ["tfbind10/mins.yaml", ["tfbind10/mins.yaml", "ignite.yaml"]])
 def test_cli_fit_tfbind10(config, quick_fit, tfbind10_every_design) -> None:
     """TFBind10 is not shipped: every 10-mer with a synthetic score stands in (MINs proposes new designs)."""
     run, row = quick_fit(config, *TINIER, "--data.data_dir", str(tfbind10_every_design))
