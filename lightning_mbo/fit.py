@@ -44,8 +44,8 @@ TRAINER_DEFAULTS = {
     "trainer.devices": 1,
     "trainer.logger": {
         "class_path": "pytorch_lightning.loggers.TensorBoardLogger",
-        # default_hp_metric off: the HParams tab gets the final design scores instead
-        "init_args": {"save_dir": DEFAULT_SAVE_DIR, "default_hp_metric": False},
+        # name: run_name; default_hp_metric off: the HParams tab gets the final design scores instead
+        "init_args": {"save_dir": DEFAULT_SAVE_DIR, "name": None, "default_hp_metric": False},
     },
     "trainer.callbacks": [
         {"class_path": "pytorch_lightning.callbacks.ModelCheckpoint",
