@@ -15,6 +15,7 @@ import csv
 import io
 import json
 import platform
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -80,13 +81,17 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _cell_flags(entry: dict[str, Any], group: list[dict[str, Any]]) -> list[str]:
-    """A cell's flags: the movement flag of its mean share of moved candidates, then each run's own
-    searcher flags (once each)."""
+    """A cell's flags: the movement flag of its mean share of moved candidates, then the searcher's
+    flags, each kind once (the first run's wording, numbers and all) with the number of runs that
+    raised a flag of that kind (flags that differ only in their numbers are one kind)."""
     moved = movement_flag(entry.get("moved_fraction_mean"))
-    flags = [moved] if moved else []
+    kinds: dict[str, list[str]] = {}
     for row in group:
-        flags += [f for f in row_flags(row) if not is_movement_flag(f)]
-    return flags
+        for flag in dict.fromkeys(f for f in row_flags(row) if not is_movement_flag(f)):
+            kinds.setdefault(re.sub(r"[\d.,]+", "#", flag), []).append(flag)
+    flags = [moved] if moved else []
+    return flags + [f"{same[0]} ({len(same)} of {len(group)} runs)" if len(group) > 1 else same[0]
+                    for same in kinds.values()]
 
 
 def _movement(entry: dict[str, Any]) -> str:

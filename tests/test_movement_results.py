@@ -70,3 +70,10 @@ def test_runs_csv_gives_the_same_table_without_rerunning(tmp_path: Path, capsys)
 def test_results_of_an_empty_folder_is_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(benchmark.SettingsError, match="no runs.csv"):
         benchmark.collect([str(tmp_path)])
+
+
+def test_a_cells_searcher_flags_are_counted_by_kind() -> None:
+    rows = [_row(s, 1.0, search_diagnostics={"flags": [f"cma_es: stopped after {50 + s} iterations", "other"]})
+            for s in range(3)]
+    flags = benchmark.summarize(rows)[0]["flags"]
+    assert flags == "cma_es: stopped after 50 iterations (3 of 3 runs); other (3 of 3 runs)"
