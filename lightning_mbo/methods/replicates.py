@@ -20,7 +20,7 @@ import torch
 class SeedReplicates:
     """What a stacked module of ``replicates`` runs needs to seed each run on its own (a mixin of
     :class:`~lightning_mbo.methods.Surrogate`: it reads ``replicates``, ``num_members``,
-    ``per_member_split``, ``hparams.members`` and the stacked network ``net``)."""
+    ``per_member_split`` and the stacked network ``net``)."""
 
     def replicate_seeds(self, seed: int) -> list[int]:
         """The seed of each replicate of a run of ``seed``: ``seed, seed + 1, ...``."""
@@ -37,6 +37,6 @@ class SeedReplicates:
         """Replicate ``k``'s members from ``torch.Generator().manual_seed(seeds[k])`` (not the global RNG)."""
         if len(seeds) != self.replicates:
             raise ValueError(f"reseed needs one seed per replicate ({self.replicates}), got {len(seeds)}")
-        m = self.hparams.members
+        m = self.num_members // self.replicates  # networks per replicate (RoMA: one, without a members setting)
         for k, seed in enumerate(seeds):
             self.net.reset_members(k * m, (k + 1) * m, torch.Generator().manual_seed(int(seed)))

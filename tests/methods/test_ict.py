@@ -243,8 +243,9 @@ def test_tfbind10_configs(tfbind10_of_any_size: None, tfbind10_shards, tmp_path:
     root, _, _ = tfbind10_shards
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["lightning-mbo"])
-    for name, ignite in (("ict", False), ("ict_ignite", True)):
-        cli = main(["--config", str(REPO / f"configs/tfbind10/{name}.yaml"), "--data.data_dir", str(root),
+    for ignite in (False, True):
+        overlay = ["--config", str(REPO / "configs/ignite.yaml")] if ignite else []
+        cli = main(["--config", str(REPO / "configs/tfbind10/ict.yaml"), *overlay, "--data.data_dir", str(root),
                     "--trainer.logger", "false"], run=False)
         data = cli.datamodule.hparams
         assert (data.max_samples, data.subsample, data.batch_size, data.val_size) == (50000, "stride_floor", 128, 0.1)

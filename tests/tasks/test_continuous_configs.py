@@ -34,11 +34,14 @@ FAST = {("superconductor", "grad_ascent_ignite"), ("superconductor", "tri_mentor
 
 
 def _params() -> list:
+    """Every method config, alone and under the IGNITE overlay (``<stem>_ignite`` in :data:`FAST`)."""
     out = []
     for folder in TASKS:
         for path in sorted((REPO / "configs" / folder).glob("*.yaml")):
-            fast = (folder, path.stem) in FAST
-            out.append(pytest.param(path, id=f"{folder}/{path.name}", marks=() if fast else pytest.mark.slow))
+            for ignite in (False, True):
+                stem = path.stem + ("_ignite" if ignite else "")
+                marks = () if (folder, stem) in FAST else pytest.mark.slow
+                out.append(pytest.param(path, ignite, id=f"{folder}/{stem}", marks=marks))
     return out
 
 
@@ -62,9 +65,9 @@ def data(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.mark.parametrize("config", _params())
-def test_every_continuous_config_fits(config, data, tmp_path, monkeypatch):
-    folder, name = config.parent.name, config.stem.removesuffix("_ignite")
+@pytest.mark.parametrize(("config", "ignite"), _params())
+def test_every_continuous_config_fits(config, ignite, data, tmp_path, monkeypatch):
+    folder, name = config.parent.name, config.stem
     if folder != "superconductor":
         morphology = pytest.importorskip("lightning_mbo.tasks.morphology.rollout")
         monkeypatch.setattr(morphology, "available_cores", lambda: 1)  # rollouts in this process
@@ -74,7 +77,8 @@ def test_every_continuous_config_fits(config, data, tmp_path, monkeypatch):
     extra = ["--ascent.steps", "3"] if tri else QUICK.get(name, [])
     # Few candidates where each costs a rollout.
     extra += [] if folder == "superconductor" else ["--ascent.num_candidates", "8"]
-    cli = main(["fit", "--config", str(config), "--config", str(overlay), "--data.data_dir", str(data),
+    stack = ["--config", str(config), *(["--config", str(REPO / "configs" / "ignite.yaml")] if ignite else [])]
+    cli = main(["fit", *stack, "--config", str(overlay), "--data.data_dir", str(data),
                 "--trainer.max_epochs", "1", "--data.max_samples", "600", "--model.init_args.hidden",
                 "[8]" if "[256]" in config.read_text() else "[8, 8]", "--trainer.enable_progress_bar", "false",
                 "--trainer.logger.init_args.save_dir", str(tmp_path), *extra])
@@ -83,4 +87,4 @@ def test_every_continuous_config_fits(config, data, tmp_path, monkeypatch):
     assert result["oracle"] == ("random_forest" if folder == "superconductor" else "mujoco_port")
     assert result["provenance"]["oracle"]["canonical"] is True
     assert np.isfinite([result["score_100th"], result["score_50th"]]).all()
-    assert ("ignite" in result) == config.stem.endswith("_ignite")
+    assert ("ignite" in result) == ignite
