@@ -23,10 +23,11 @@ cells that finished.
 
 The device command (one call, 9 minutes; the packed TFBind10 copy is unpacked first, a few seconds):
 
-  d=$(mktemp -d) && python ../shared/data/tfbind10/unpack.py $d && \\
+  d=$(mktemp -d) && python $PACKED/unpack.py $d && \\
     timeout 540 python benchmarks/gpu_check.py --tfbind10-dir $d --budget 480 --out $OUT \\
     --runs-dir $d/runs --copy-to benchmarks/results/gpu_check
 
+``$PACKED`` is the folder of the packed TFBind10 copy (its ``unpack.py`` writes design-bench's shards).
 On another machine pass the folder holding ``tf_bind_10-pho4/`` (or set LIGHTNING_MBO_DATA_DIR).
 
 CPU smoke run of the very same code path at tiny sizes (quick overlays, 2 replicates, 1 epoch of 3
