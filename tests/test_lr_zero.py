@@ -61,7 +61,7 @@ def test_method_step_sizes_refuse_zero() -> None:
     from lightning_mbo.methods.coms import COMs  # noqa: PLC0415
     from lightning_mbo.methods.ict import ICT  # noqa: PLC0415
     from lightning_mbo.methods.surrogate import Surrogate  # noqa: PLC0415
-    from lightning_mbo.methods.trimentoring import TriMentoring  # noqa: PLC0415
+    from lightning_mbo.methods.tri_mentoring import TriMentoring  # noqa: PLC0415
 
     with pytest.raises(SettingsError, match="particle_lr"):
         COMs(3, hidden=(4,), particle_lr=0)

@@ -44,18 +44,18 @@ class Mutant:
     tests: tuple[str, ...] = field(default_factory=tuple)
 
 
-MENTORING = "lightning_mbo/functional/mentoring.py"
-MENTORING_HIGHER = "lightning_mbo/functional/mentoring_higher.py"
-TRI = "lightning_mbo/methods/trimentoring.py"
+MENTORING = "lightning_mbo/functional/tri_mentoring.py"
+MENTORING_HIGHER = "lightning_mbo/functional/tri_mentoring_higher.py"
+TRI = "lightning_mbo/methods/tri_mentoring.py"
 SURROGATE = "lightning_mbo/methods/surrogate.py"
 BENCH = "lightning_mbo/benchmark.py"
-T_MENTORING = "tests/functional/test_mentoring.py"
+T_MENTORING = "tests/functional/test_tri_mentoring.py"
 T_SURROGATE = "tests/methods/test_surrogate.py"
 T_SCALE = "tests/test_scale.py"
 COMS, T_COMS = "lightning_mbo/methods/coms.py", "tests/methods/test_coms.py"
 CBAS_F = "lightning_mbo/functional/cbas.py"
 ROMA_F, T_ROMA = "lightning_mbo/functional/roma.py", "tests/methods/test_roma.py"
-COTEACH, T_COTEACH = "lightning_mbo/functional/coteaching.py", "tests/functional/test_coteaching.py"
+COTEACH, T_COTEACH = "lightning_mbo/functional/ict.py", "tests/functional/test_ict.py"
 MINS_F = "lightning_mbo/functional/mins.py"
 MORPH_ENV, T_MORPH = "lightning_mbo/tasks/morphology/env.py", "tests/tasks/test_morphology.py"
 CMA, BO = "lightning_mbo/search/cma_es.py", "lightning_mbo/search/bo_qei.py"
@@ -78,7 +78,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("neighbourhood_delta_squared", "the method's neighbourhood drawn with δ² instead of δ", (
         Edit(TRI, "neighbourhood(x, k, self.hparams.delta, noise=",
              "neighbourhood(x, k, self.hparams.delta ** 2, noise="),
-    ), ("tests/methods/test_trimentoring.py",)),
+    ), ("tests/methods/test_tri_mentoring.py",)),
     Mutant("pair_loss_eps_1e-8", "pair-loss epsilon 1e-8 instead of 1e-9", (
         Edit(MENTORING, "EPS = 1e-9", "EPS = 1e-8"),
     ), (T_MENTORING,)),

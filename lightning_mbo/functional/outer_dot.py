@@ -4,7 +4,7 @@
 gives ``u_a = <∇_θ' L_data(θ'), ∇_θ f(x_a; θ)>`` at the ``K`` points of ``M`` stacked MLP members
 without forming the weight gradient ``∇_θ' L_data(θ')``; :func:`auto_chunk` sizes its chunks of
 rows to a memory budget. It is used by the batched backend of Tri-mentoring
-(:func:`lightning_mbo.functional.mentoring.soft_label_grad_batched`, the closed-form label
+(:func:`lightning_mbo.functional.tri_mentoring.soft_label_grad_batched`, the closed-form label
 gradient of paper Eqs. 8-9): Chen, Beckham, Liu, Liu, Pal, "Parallel-mentoring for Offline
 Model-based Optimization", NeurIPS 2023 (arXiv 2309.11592).
 

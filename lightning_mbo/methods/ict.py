@@ -6,7 +6,7 @@ proxies are pre-trained as one stacked module (``grad.py``). Before design searc
 are fine-tuned along 100 Adam steps of the best training design: every step, pseudo-labelled
 neighbours, three co-teaching rounds (each proxy teaches once; its two peers exchange their
 small-loss samples) and meta-learned sample weights (``ICT.py:59-233``; the equations in
-:mod:`lightning_mbo.functional.coteaching`). The fine-tuned copies are then frozen and every
+:mod:`lightning_mbo.functional.ict`). The fine-tuned copies are then frozen and every
 candidate climbs their mean (``ICT.py:454-498``).
 """
 
@@ -18,10 +18,10 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from lightning_mbo.functional.coteaching import FineTuning, MetaRows, Mode, draw_noise, meta_rows
-from lightning_mbo.functional.coteaching_batched import FineTuned, finetune_batched
-from lightning_mbo.functional.coteaching_higher import finetune_higher
-from lightning_mbo.functional.mentoring import predict_stacked
+from lightning_mbo.functional.ict import FineTuning, MetaRows, Mode, draw_noise, meta_rows
+from lightning_mbo.functional.ict_batched import FineTuned, finetune_batched
+from lightning_mbo.functional.ict_higher import finetune_higher
+from lightning_mbo.functional.tri_mentoring import predict_stacked
 from lightning_mbo.methods.ignite import Ignite
 from lightning_mbo.methods.surrogate import LrSchedule, Surrogate
 from lightning_mbo.nn import Activation, Init, member_module, member_params
@@ -45,7 +45,7 @@ class ICT(Surrogate):
     every step ``neighbours`` pseudo-labelled points ``x + noise·ε``, three co-teaching rounds
     passing ``num_coteaching`` small-loss samples, weights learned by one virtual Adam(α) step and
     the MSE over ``reweight_mode``'s rows, one real Adam(α) step per student
-    (:mod:`lightning_mbo.functional.coteaching`). The module's own proxies never change, so a search
+    (:mod:`lightning_mbo.functional.ict`). The module's own proxies never change, so a search
     can be re-run; each replicate fine-tunes its own copies with its own noise.
 
     ``mode: released`` (default) keeps the released code's bugs: scalar neighbourhood noise (the
@@ -164,7 +164,9 @@ class ICT(Surrogate):
 
     def method_name(self) -> str:
         if not self.hparams.fine_tune:
-            name = "mean_of_3_proxies"
+            # ICT's three proxies without the co-teaching fine-tuning; distinct from Tri-mentoring's
+            # mean_of_3_proxies (another class, trained by its own settings).
+            name = "ict_no_fine_tune"
         else:
             name = "ict" + ("_fixed" if self.hparams.mode == "fixed" else "")
             name += "" if self.hparams.reweighting else "_no_reweighting"

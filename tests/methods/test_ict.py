@@ -1,6 +1,6 @@
 """Tests of the ICT LightningModule (lightning_mbo.methods.ict; Yuan et al., NeurIPS 2023).
 
-The equations and the two fine-tuning backends have their own tests (tests/functional/test_coteaching.py).
+The equations and the two fine-tuning backends have their own tests (tests/functional/test_ict.py).
 Here: the module's settings and their errors, the fine-tuning it runs before search (copies of the
 trained proxies from the best training design; the module unchanged), the objective (the mean of
 the fine-tuned copies), replicates and process splits, seeds, its results summary, the configs and
@@ -21,7 +21,7 @@ from torch import Tensor
 
 from lightning_mbo.cli import main
 from lightning_mbo.data.datamodule import MBODataModule
-from lightning_mbo.functional.mentoring import predict_stacked
+from lightning_mbo.functional.tri_mentoring import predict_stacked
 from lightning_mbo.methods import ict as ict_module
 from lightning_mbo.methods.ict import ICT
 from lightning_mbo.search import SearchData, SearchSettings, gradient_ascent
@@ -79,7 +79,7 @@ def test_defaults_are_the_released_settings(dm: MBODataModule) -> None:
     assert model.method_name() == "ict"
     assert ICT(dm.input_dim, hidden=HIDDEN, mode="fixed").method_name() == "ict_fixed"
     assert ICT(dm.input_dim, hidden=HIDDEN, reweighting=False).method_name() == "ict_no_reweighting"
-    assert ICT(dm.input_dim, hidden=HIDDEN, fine_tune=False).method_name() == "mean_of_3_proxies"
+    assert ICT(dm.input_dim, hidden=HIDDEN, fine_tune=False).method_name() == "ict_no_fine_tune"
 
 
 BAD = {

@@ -214,7 +214,7 @@ def test_ensemble_has_one_lambda_per_member(grad_mode):
     assert gaps.min() > 1e-4, f"members differ, so their λ must differ: {lam}"
 
 
-def test_trimentoring_proxies_train_under_ignite():
+def test_tri_mentoring_proxies_train_under_ignite():
     settings = Ignite(lambda_lr=0.1)
     dm = _datamodule(val_size=0.1)
     pl.seed_everything(0, verbose=False)
@@ -367,7 +367,7 @@ def test_resume_from_last_checkpoint_equals_uninterrupted_run(tmp_path: Path):
     _assert_same_state(loaded, first)
 
 
-def test_trimentoring_resume_with_cosine_schedule_and_best_state(tmp_path: Path):
+def test_tri_mentoring_resume_with_cosine_schedule_and_best_state(tmp_path: Path):
     settings = Ignite(lambda_lr=1.0)
 
     def run(callbacks=(), ckpt_path=None, **trainer_kwargs):

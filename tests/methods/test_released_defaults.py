@@ -21,7 +21,7 @@ from lightning_mbo.methods.coms import COMs
 from lightning_mbo.methods.ict import ICT
 from lightning_mbo.methods.roma import RoMA
 from lightning_mbo.methods.surrogate import Surrogate
-from lightning_mbo.methods.trimentoring import TriMentoring
+from lightning_mbo.methods.tri_mentoring import TriMentoring
 from lightning_mbo.search.contract import SearchData
 
 D = 24  # TFBind8 as logits
@@ -73,7 +73,7 @@ def test_ict_defaults() -> None:
         (100, 128, 0.1, 8, 1e-3, 0.3, 0.2)
 
 
-def test_trimentoring_defaults() -> None:
+def test_tri_mentoring_defaults() -> None:
     h = TriMentoring(D, hidden=(4,)).hparams
     assert (h.neighbours, h.delta, h.beta, h.lambda_s, h.mentoring, h.voting, h.soft_labels) == \
         (10, 0.1, 1e-3, 0.1, True, True, True)

@@ -1,6 +1,6 @@
 """ICT's fine-tuning, batched: many proxy triples fine-tuned at once through ``torch.func``.
 
-The equations are :mod:`lightning_mbo.functional.coteaching` (Yuan, Chen, Liu, Neiswanger, Liu,
+The equations are :mod:`lightning_mbo.functional.ict` (Yuan, Chen, Liu, Neiswanger, Liu,
 "Importance-aware Co-teaching for Offline Model-based Optimization", NeurIPS 2023; released code
 ``ICT.py:59-233``). Here ``G`` independent triples (one per replicate) follow their own paths at
 once: every co-teaching round treats its ``2G`` students as one stacked batch (``torch.func.vmap``).
@@ -15,7 +15,7 @@ The virtual Adam step and its weight gradient are written out instead of run thr
 * the real step is :func:`~lightning_mbo.functional.adam.adam_step` in ``torch.optim.Adam``'s form.
 
 The ``higher`` reference with the released code's structure is
-:func:`lightning_mbo.functional.coteaching_higher.finetune_higher`; the tests prove the two give the
+:func:`lightning_mbo.functional.ict_higher.finetune_higher`; the tests prove the two give the
 same weights, proxies and path. This module imports no Lightning.
 """
 
@@ -29,7 +29,7 @@ from torch import Tensor
 from torch.func import grad, vmap
 
 from lightning_mbo.functional.adam import adam_step
-from lightning_mbo.functional.coteaching import (
+from lightning_mbo.functional.ict import (
     ROUNDS,
     FineTuning,
     Mode,
@@ -39,7 +39,7 @@ from lightning_mbo.functional.coteaching import (
     real_step_loss,
     weighted_loss,
 )
-from lightning_mbo.functional.mentoring import predict_stacked
+from lightning_mbo.functional.tri_mentoring import predict_stacked
 from lightning_mbo.nn import member_forward
 
 __all__ = ["FineTuned", "coteach_round", "finetune_batched", "meta_weight_grad", "val_mse_grad"]
@@ -132,7 +132,7 @@ def meta_weight_grad(theta: Params, m: Params, v: Params, step: Tensor, x_sel: T
         t_sel: ``(S, n)`` their pseudo-labels.
         x_val: ``(N, D)`` rows of the meta objective.
         y_val: ``(N,)`` their scores.
-        mode: ``released`` or ``fixed`` weighted loss (:func:`~lightning_mbo.functional.coteaching.weighted_loss`).
+        mode: ``released`` or ``fixed`` weighted loss (:func:`~lightning_mbo.functional.ict.weighted_loss`).
         alpha: the virtual step's learning rate α.
         activation: hidden activation.
         chunk: rows per pass of the validation gradient.
@@ -160,8 +160,8 @@ def coteach_round(theta: Params, m: Params, v: Params, steps: tuple[int, int], x
                   chunk: int = VAL_CHUNK) -> tuple[Params, Params, Params, Tensor]:
     """One co-teaching round of ``G`` pairs of students on their teachers' pseudo-labels (``ICT.py:98-142``).
 
-    Selection (:func:`~lightning_mbo.functional.coteaching.coteaching_select`), the meta-learned
-    weights (:func:`meta_weight_grad`, :func:`~lightning_mbo.functional.coteaching.meta_weight_update`;
+    Selection (:func:`~lightning_mbo.functional.ict.coteaching_select`), the meta-learned
+    weights (:func:`meta_weight_grad`, :func:`~lightning_mbo.functional.ict.meta_weight_update`;
     skipped without reweighting) and one real Adam step of each student.
 
     Args:
@@ -211,7 +211,7 @@ def finetune_batched(params: Params, x_start: Tensor, x_val: Tensor, y_val: Tens
 
     Each step: one Adam(``x_lr``) step of every path design on the mean of its triple, the
     neighbours ``x + δ ε`` labelled by the triple, then the three rounds of
-    :data:`~lightning_mbo.functional.coteaching.ROUNDS` (:func:`coteach_round`), each proxy with
+    :data:`~lightning_mbo.functional.ict.ROUNDS` (:func:`coteach_round`), each proxy with
     its own Adam(α) optimizer (state kept over the whole path). No input is modified.
 
     Args:

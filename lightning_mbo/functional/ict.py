@@ -35,8 +35,8 @@ The released code has two bugs (``Mode``): ``released`` (the faithful default) a
   selected samples, in both steps.
 
 Here: these equations. The batched torch.func path over many proxies at once is
-:mod:`lightning_mbo.functional.coteaching_batched`, the ``higher`` reference it is proven equal to
-:mod:`lightning_mbo.functional.coteaching_higher`. This module imports no Lightning.
+:mod:`lightning_mbo.functional.ict_batched`, the ``higher`` reference it is proven equal to
+:mod:`lightning_mbo.functional.ict_higher`. This module imports no Lightning.
 """
 
 from __future__ import annotations

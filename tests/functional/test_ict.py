@@ -1,4 +1,4 @@
-"""Tests of ICT's equations and fine-tuning backends (lightning_mbo.functional.coteaching*, .adam).
+"""Tests of ICT's equations and fine-tuning backends (lightning_mbo.functional.ict*, .adam).
 
 Yuan et al., "Importance-aware Co-teaching for Offline Model-based Optimization", NeurIPS 2023.
 The equations on hand examples; the Adam step against ``torch.optim.Adam``; the meta-weight
@@ -17,7 +17,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from lightning_mbo.functional.adam import adam_step
-from lightning_mbo.functional.coteaching import (
+from lightning_mbo.functional.ict import (
     FineTuning,
     coteaching_select,
     draw_noise,
@@ -28,8 +28,8 @@ from lightning_mbo.functional.coteaching import (
     small_loss_indices,
     weighted_loss,
 )
-from lightning_mbo.functional.coteaching_batched import finetune_batched, meta_weight_grad, val_mse_grad
-from lightning_mbo.functional.coteaching_higher import finetune_higher
+from lightning_mbo.functional.ict_batched import finetune_batched, meta_weight_grad, val_mse_grad
+from lightning_mbo.functional.ict_higher import finetune_higher
 from lightning_mbo.nn import StackedMLP, member_forward, member_module, member_params
 from lightning_mbo.validation import SettingsError
 

@@ -4,9 +4,9 @@ The one-candidate-one-proxy reference: one mentoring step of one proxy for one c
 Algorithm 1, lines 8-11), the bi-level soft-label step (paper Eqs. 8-9) differentiated through
 one inner SGD step by ``higher`` as in the authors' released code of Chen, Beckham, Liu, Liu, Pal,
 "Parallel-mentoring for Offline Model-based Optimization", NeurIPS 2023 (arXiv 2309.11592).
-Notation as in :mod:`lightning_mbo.functional.mentoring`. The batched path there
-(:func:`lightning_mbo.functional.mentoring.mentor_batched`) is proven equal to this one by the
-tests (``tests/functional/test_mentoring.py``).
+Notation as in :mod:`lightning_mbo.functional.tri_mentoring`. The batched path there
+(:func:`lightning_mbo.functional.tri_mentoring.mentor_batched`) is proven equal to this one by the
+tests (``tests/functional/test_tri_mentoring.py``).
 
 This module imports no Lightning.
 """
@@ -17,7 +17,7 @@ import higher
 import torch
 from torch import Tensor, nn
 
-from lightning_mbo.functional.mentoring import pair_indices, pair_loss
+from lightning_mbo.functional.tri_mentoring import pair_indices, pair_loss
 
 __all__ = [
     "mentor_proxy_higher",

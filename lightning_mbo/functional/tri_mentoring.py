@@ -24,7 +24,7 @@ One mentoring step of proxy ``m`` (paper Algorithm 1, lines 8-11):
 Here: these equations and :func:`mentor_batched`, all candidates and proxies at once by
 ``torch.func`` with the label gradient in closed form; its outer gradient product comes from
 :mod:`lightning_mbo.functional.outer_dot`, and the ``higher`` reference backend with the same
-semantics is :mod:`lightning_mbo.functional.mentoring_higher`. This module imports no Lightning.
+semantics is :mod:`lightning_mbo.functional.tri_mentoring_higher`. This module imports no Lightning.
 """
 
 from __future__ import annotations
@@ -269,7 +269,7 @@ def soft_label_grad_batched(
 
     the chain rule through ``θ'(s)`` (``c_k = 1`` in its ``ε → 0`` limit); keeping ``c_k`` makes
     it the exact derivative of the loss with ``ε = 1e-9``, so it matches autograd through ``θ'(s)``
-    (``mentoring_higher.soft_label_grad_higher``) to rounding. The outer gradient product
+    (``tri_mentoring_higher.soft_label_grad_higher``) to rounding. The outer gradient product
     ``u_a = <g, ∇_θ f(x_a)>`` comes from :func:`lightning_mbo.functional.outer_dot.outer_dot`, for all
     ``K`` points without forming ``g`` (one forward and one backward pass over the ``N`` data rows
     per member, ``data_chunk`` rows at a time), then differenced per pair.
@@ -298,7 +298,7 @@ def mentor_batched(
 ) -> tuple[dict[str, Tensor], Tensor]:
     """One mentoring step of every proxy copy of every candidate at once (batched backend).
 
-    Same semantics as calling :func:`lightning_mbo.functional.mentoring_higher.mentor_proxy_higher`
+    Same semantics as calling :func:`lightning_mbo.functional.tri_mentoring_higher.mentor_proxy_higher`
     for each candidate ``c`` and proxy ``p`` (paper Algorithm 1, lines 8-11; Eqs. 8-9):
 
     1. ``s ← y^V_c`` on ``P_{c,p}``;

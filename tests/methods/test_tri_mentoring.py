@@ -1,6 +1,6 @@
-"""Tests of the Tri-mentoring LightningModule (lightning_mbo.methods.trimentoring; Chen et al., NeurIPS 2023).
+"""Tests of the Tri-mentoring LightningModule (lightning_mbo.methods.tri_mentoring; Chen et al., NeurIPS 2023).
 
-The pure mentoring math has its own tests (tests/functional/test_mentoring.py). Here: the
+The pure mentoring math has its own tests (tests/functional/test_tri_mentoring.py). Here: the
 module's design ascent (per-candidate proxy copies mentored by a per-step hook, backends
 ``batched`` and ``higher``), its ablation flags, its independence from how candidates are
 split over processes, its proxy pre-training (per-member splits, best-epoch selection, cosine
@@ -29,7 +29,7 @@ from torch import Tensor
 
 from lightning_mbo.cli import MBOTrainer, main
 from lightning_mbo.data.datamodule import MBODataModule
-from lightning_mbo.methods.trimentoring import TriMentoring
+from lightning_mbo.methods.tri_mentoring import TriMentoring
 from lightning_mbo.nn import member_module, member_params
 from lightning_mbo.search import SearchData, SearchSettings, gradient_ascent
 from tests.conftest import read_result, shipped_tfbind8
@@ -546,17 +546,17 @@ def test_method_neighbourhood_is_x_plus_delta_times_its_seeded_noise(
     """The points each candidate's proxies are mentored on: ``x + δ ε`` with ``ε ~ N(0, I)``
     drawn ``(num_total, K, D)`` from ``mentoring_seed`` (paper Section 3.1; δ = 0.5 here, so
     δ² or 2δ would show)."""
-    from lightning_mbo.methods import trimentoring
+    from lightning_mbo.methods import tri_mentoring
 
     seen: list[Tensor] = []
     name = "mentor_batched" if backend == "batched" else "mentor_proxy_higher"
-    real = getattr(trimentoring, name)
+    real = getattr(tri_mentoring, name)
 
     def spy(*args: Any, **kwargs: Any) -> Any:
         seen.append(args[1].detach().clone())  # x_nb: (C, K, D) batched, (K, D) per candidate
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(trimentoring, name, spy)
+    monkeypatch.setattr(tri_mentoring, name, spy)
     delta, k = 0.5, 10
     model = make_model(dm64, delta=delta, neighbours=k, backend=backend, mentoring_seed=7)
     ids = torch.tensor([1, 3, 4])  # three of six candidates, as one process of a split run

@@ -24,8 +24,8 @@ gradient's inner products with the K points' parameter gradients (``outer_dot``)
 and a backward signal pass, about 4 N P FLOPs. ``--precisions`` times it with the large
 products in float32 (the released arithmetic), TF32 and bfloat16, side by side.
 
-    python benchmarks/trimentoring_backends.py                   # CPU: 2x64, extrapolated
-    python benchmarks/trimentoring_backends.py --device cuda     # GPU: 2x2048
+    python benchmarks/tri_mentoring_backends.py                   # CPU: 2x64, extrapolated
+    python benchmarks/tri_mentoring_backends.py --device cuda     # GPU: 2x2048
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ import pytorch_lightning as pl  # noqa: E402
 
 from lightning_mbo.cli import MBOTrainer  # noqa: E402
 from lightning_mbo.data.datamodule import MBODataModule  # noqa: E402
-from lightning_mbo.methods.trimentoring import TriMentoring  # noqa: E402
+from lightning_mbo.methods.tri_mentoring import TriMentoring  # noqa: E402
 from lightning_mbo.search import gradient_ascent  # noqa: E402
 
 CPU_HIDDEN = (64, 64)

@@ -16,7 +16,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from lightning_mbo.functional.mentoring import (
+from lightning_mbo.functional.tri_mentoring import (
     disagreement_mask,
     majority_vote,
     mentor_batched,
@@ -26,7 +26,7 @@ from lightning_mbo.functional.mentoring import (
     predict_stacked,
     summed_rank_labels,
 )
-from lightning_mbo.functional.mentoring_higher import mentor_proxy_higher
+from lightning_mbo.functional.tri_mentoring_higher import mentor_proxy_higher
 from lightning_mbo.functional.outer_dot import OuterMSE, OuterPrecision
 from lightning_mbo.methods.ignite import Ignite
 from lightning_mbo.methods.surrogate import LrSchedule, Surrogate

@@ -6,9 +6,9 @@ Optimization", NeurIPS 2023; released code ``ICT.py:59-233`` (torch 1.7.1, highe
 steps in nested ``higher.innerloop_ctx`` blocks (the real optimizers' state copied in), the weight
 gradient by autograd through them, ``F.normalize`` and clamps, then one real ``optimizer.step()``
 per student. The released broadcasting is written literally (``(n,) * (n, 1)`` and ``(n,) * (K, 1)``
-summed), so this file shares no equation code with :mod:`lightning_mbo.functional.coteaching`; the
-batched path (:func:`lightning_mbo.functional.coteaching_batched.finetune_batched`) is proven equal
-to it by the tests (``tests/functional/test_coteaching.py``). Slow: the reference, not the default.
+summed), so this file shares no equation code with :mod:`lightning_mbo.functional.ict`; the
+batched path (:func:`lightning_mbo.functional.ict_batched.finetune_batched`) is proven equal
+to it by the tests (``tests/functional/test_ict.py``). Slow: the reference, not the default.
 
 This module imports no Lightning.
 """
@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from lightning_mbo.functional.coteaching import ROUNDS, FineTuning
+from lightning_mbo.functional.ict import ROUNDS, FineTuning
 
 __all__ = ["finetune_higher", "loss_coteaching"]
 

@@ -1,4 +1,4 @@
-"""Tri-mentoring's math: functional.mentoring, outer_dot and mentoring_higher (Chen et al., NeurIPS 2023)."""
+"""Tri-mentoring's math: functional.tri_mentoring, outer_dot and tri_mentoring_higher (Chen et al., NeurIPS 2023)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from lightning_mbo.functional.mentoring import (
+from lightning_mbo.functional.tri_mentoring import (
     EPS,
     disagreement_mask,
     majority_vote,
@@ -22,7 +22,7 @@ from lightning_mbo.functional.mentoring import (
     soft_label_grad_batched,
     summed_rank_labels,
 )
-from lightning_mbo.functional.mentoring_higher import mentor_proxy_higher, soft_label_grad_higher
+from lightning_mbo.functional.tri_mentoring_higher import mentor_proxy_higher, soft_label_grad_higher
 from lightning_mbo.functional.outer_dot import OuterMSE, auto_chunk, outer_dot
 from lightning_mbo.nn import StackedMLP, member_forward, member_module, member_params
 
