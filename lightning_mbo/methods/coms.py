@@ -9,7 +9,6 @@ Optimization", ICML 2021; as the IGNITE repository ran it (``design_baselines/co
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -17,10 +16,9 @@ from torch import Tensor, nn
 
 from lightning_mbo.functional.coms import conservative_losses, overestimation, particle_ascent
 from lightning_mbo.functional.dual import dual_objective
-from lightning_mbo.methods.ignite import Ignite
 from lightning_mbo.methods.optim import adam
 from lightning_mbo.methods.surrogate import StepLosses, Surrogate
-from lightning_mbo.nn import Activation, Init
+from lightning_mbo.nn import Activation
 from lightning_mbo.search import SearchData, SearchSettings
 from lightning_mbo.validation import check_range
 
@@ -46,37 +44,31 @@ class COMs(Surrogate):
 
     Args:
         input_dim: flattened design size (linked from the datamodule).
-        members: conservative models averaged per replicate (1, as released).
-        hidden: hidden widths.
-        activation: hidden activation.
-        init: weight initialisation.
-        lr: the model's Adam learning rate.
-        ignite: the gradient-norm constraint on the model (IGNITE; one λ per network); ``null``: off.
-        replicates: independent runs stacked in this module (seeds as a batch dimension).
+        activation: hidden activation (``relu``, as released).
+        adam_eps: the model's and α's Adam epsilon (Keras' 1e-7, as the released TF2 code).
         alpha_init: initial multiplier α0 (> 0).
         alpha_lr: Adam learning rate of ``log α`` (>= 0; 0 keeps α fixed).
         overestimation_limit: τ, the over-estimation gap α holds the model to (>= 0).
         particle_lr: step size per √D of the negatives and of the search (> 0).
         particle_steps: ascent steps that make the negatives (>= 1).
         search_steps: ascent steps of the design search (>= 0).
+        **kwargs: :class:`Surrogate`'s other settings (``members``, ``hidden``, ``init``, ``lr``,
+            ``ignite``, ``replicates``); COMs fixes the MSE head, a constant learning rate without
+            weight decay, the last epoch's weights and continuous features.
     """
 
     def __init__(
         self,
         input_dim: int,
-        members: int = 1,
-        hidden: Sequence[int] = (2048, 2048),
         activation: Activation = "relu",
-        init: Init = "glorot",
-        lr: float = 3e-4,
-        ignite: Ignite | None = None,
-        replicates: int = 1,
+        adam_eps: float = 1e-7,
         alpha_init: float = 0.1,
         alpha_lr: float = 0.01,
         overestimation_limit: float = 2.0,
         particle_lr: float = 2.0,
         particle_steps: int = 50,
         search_steps: int = 50,
+        **kwargs: Any,
     ) -> None:
         check_range("alpha_init (--model.init_args.alpha_init)", alpha_init, 0, strict=True,
                     hint="α is learned as log α")
@@ -86,8 +78,8 @@ class COMs(Surrogate):
         check_range("particle_steps (--model.init_args.particle_steps)", particle_steps, 1,
                     hint="COMs needs negatives")
         check_range("search_steps (--model.init_args.search_steps)", search_steps, 0)
-        super().__init__(input_dim, members=members, hidden=hidden, activation=activation, init=init, head="mse",
-                         lr=lr, ignite=ignite, replicates=replicates)
+        super().__init__(input_dim, activation=activation, adam_eps=adam_eps, head="mse", weight_decay=0.0,
+                         lr_schedule="constant", aggregate="mean", select_best=False, embedding=None, **kwargs)
         # One multiplier per network, learned as log α (a parameter: under DDP its gradient is
         # averaged with the weights', so every process takes the same dual step).
         self.log_alpha = nn.Parameter(torch.full((self.num_members,), math.log(alpha_init)))
@@ -95,8 +87,8 @@ class COMs(Surrogate):
     def configure_optimizers(self) -> Any:
         model = [p for name, p in self.named_parameters() if name != "log_alpha"]
         # Keras' Adam (epsilon 1e-7), as the released TF2 code.
-        return [adam(model, lr=self.hparams.lr, eps=1e-7),
-                torch.optim.Adam([self.log_alpha], lr=self.hparams.alpha_lr, eps=1e-7)]
+        return [adam(model, lr=self.hparams.lr, eps=self.adam_eps),
+                torch.optim.Adam([self.log_alpha], lr=self.hparams.alpha_lr, eps=self.adam_eps)]
 
     def constrained_parameters(self) -> list[Tensor]:
         """IGNITE regularises the model's weights, not the multiplier."""

@@ -12,7 +12,6 @@ candidate climbs their mean (``ICT.py:454-498``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
@@ -22,7 +21,6 @@ from lightning_mbo.functional.ict import FineTuning, MetaRows, Mode, draw_noise,
 from lightning_mbo.functional.ict_batched import FineTuned, finetune_batched
 from lightning_mbo.functional.ict_higher import finetune_higher
 from lightning_mbo.functional.tri_mentoring import predict_stacked
-from lightning_mbo.methods.ignite import Ignite
 from lightning_mbo.methods.surrogate import LrSchedule, Surrogate
 from lightning_mbo.nn import Activation, Init, member_module, member_params
 from lightning_mbo.search import SearchData, SearchObjective, SearchSettings
@@ -68,17 +66,12 @@ class ICT(Surrogate):
 
     Args:
         input_dim: flattened design size (linked from the datamodule).
-        members: proxies per replicate; co-teaching rounds are defined for three.
-        hidden: hidden widths of each proxy.
-        activation: hidden activation.
+        members: proxies per replicate (three, as released).
+        activation: hidden activation (``relu``, as released).
         init: weight initialisation (``torch``: ``nn.Linear``'s default, as the released code).
-        lr: pre-training learning rate.
-        weight_decay: pre-training weight decay.
-        lr_schedule: ``cosine`` (per epoch, to 0) or ``constant``.
-        ignite: the gradient-norm constraint for pre-training (IGNITE); ``null``: off.
-        select_best: keep each proxy's best-validation-Pearson epoch.
-        replicates: independent runs stacked in this module (seeds as a batch dimension), each with
-            its own three proxies, fine-tuning and results row.
+        lr: pre-training learning rate (0.1, as released).
+        lr_schedule: ``cosine`` (per epoch, to 0, as released) or ``constant``.
+        select_best: keep each proxy's best-validation-Pearson epoch (as released).
         fine_tune: fine-tune before search; ``false`` is plain ascent on the mean of the three
             pre-trained proxies (the released ``grad.py`` ensemble baseline).
         mode: ``released`` (the released code's broadcasting and scalar noise) or ``fixed``.
@@ -98,6 +91,10 @@ class ICT(Surrogate):
         backend: ``batched`` (all replicates at once, torch.func) or ``higher`` (one triple at a
             time as the released code, through ``higher``; slow, the reference).
         finetune_seed: seed of the neighbourhood noise (``null``: the run's seed).
+        **kwargs: :class:`Surrogate`'s other settings (``hidden``, ``weight_decay``, ``ignite``,
+            ``replicates``: each replicate its own proxies, search and results row; ``adam_eps``);
+            the proxies have the MSE head, search climbs their mean, and the designs are continuous
+            features.
     """
 
     per_member_split = True
@@ -114,15 +111,11 @@ class ICT(Surrogate):
         self,
         input_dim: int,
         members: int = 3,
-        hidden: Sequence[int] = (2048, 2048),
         activation: Activation = "relu",
         init: Init = "torch",
         lr: float = 0.1,
-        weight_decay: float = 0.0,
         lr_schedule: LrSchedule = "cosine",
-        ignite: Ignite | None = None,
         select_best: bool = True,
-        replicates: int = 1,
         fine_tune: bool = True,
         mode: Mode = "released",
         finetune_steps: int = 100,
@@ -137,15 +130,14 @@ class ICT(Surrogate):
         reweight_mode: MetaRows = "full",
         backend: Backend = "batched",
         finetune_seed: int | None = None,
+        **kwargs: Any,
     ) -> None:
         if members != 3:
             raise SettingsError(f"members (--model.init_args.members) must be 3 for ICT: each co-teaching round has "
                                 f"one teacher and two students, got {members}")
-        super().__init__(
-            input_dim=input_dim, members=members, hidden=hidden, activation=activation, init=init, head="mse",
-            lr=lr, weight_decay=weight_decay, lr_schedule=lr_schedule, aggregate="mean", ignite=ignite,
-            select_best=select_best, replicates=replicates,
-        )
+        super().__init__(input_dim, members=members, activation=activation, init=init, head="mse", lr=lr,
+                         lr_schedule=lr_schedule, aggregate="mean", select_best=select_best, embedding=None,
+                         **kwargs)
         if finetune_lr is not None:
             check_range("finetune_lr (--model.init_args.finetune_lr)", finetune_lr, 0, strict=True)
         self.finetuning(finetune_lr or 0.1)  # validates the fine-tuning settings

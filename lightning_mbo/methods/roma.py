@@ -23,10 +23,9 @@ from lightning_mbo.functional.roma import (
     slice_norms,
     trust_region_score,
 )
-from lightning_mbo.methods.ignite import Ignite
 from lightning_mbo.methods.optim import adam
 from lightning_mbo.methods.surrogate import Surrogate
-from lightning_mbo.nn import Activation, Init
+from lightning_mbo.nn import Activation
 from lightning_mbo.search import SearchData, SearchObjective, SearchSettings
 from lightning_mbo.validation import check_range
 
@@ -70,10 +69,8 @@ class RoMA(Surrogate):
         input_dim: flattened design size (linked from the datamodule).
         hidden: hidden widths.
         activation: hidden activation (``softplus``: the input gradient is smooth in the weights).
-        init: weight initialisation (``glorot``: Keras' default).
         lr: pre-training Adam learning rate (released ``model_lr``).
-        ignite: the gradient-norm constraint (IGNITE) on pre-training; ``null``: off.
-        replicates: independent runs stacked in this module (seeds as a batch dimension).
+        adam_eps: Adam's epsilon (Keras' 1e-7, as the released TF2 code).
         noise_std: std of the Gaussian input noise of pre-training (released ``continuous_noise_std``).
         perturb_steps: NLL-raising weight steps per batch (released ``steps_per_update``; 0: none).
         inner_lr: total step budget per unit weight norm of the perturbation and of the adaptation
@@ -83,6 +80,10 @@ class RoMA(Surrogate):
             ascend the unadapted model under the trust region).
         alpha: weight of the label NLL in the adaptation objective (released ``alpha``).
         region: trust-region size; the penalty's weight is ``1/(2 region)`` (released ``region``).
+        **kwargs: :class:`Surrogate`'s other settings (``init``, Keras' ``glorot`` by default,
+            ``ignite``, ``replicates``); RoMA fixes one network per replicate with the Gaussian
+            head, a constant learning rate without weight decay, the last epoch's weights and
+            continuous features.
     """
 
     #: The released search: 500 Adam(3e-3) steps on the designs (``updates``, ``sol_x_lr``).
@@ -93,10 +94,8 @@ class RoMA(Surrogate):
         input_dim: int,
         hidden: Sequence[int] = (64, 64),
         activation: Activation = "softplus",
-        init: Init = "glorot",
         lr: float = 1e-3,
-        ignite: Ignite | None = None,
-        replicates: int = 1,
+        adam_eps: float = 1e-7,
         noise_std: float = 0.2,
         perturb_steps: int = 20,
         inner_lr: float = 5e-3,
@@ -104,6 +103,7 @@ class RoMA(Surrogate):
         adapt_steps: int = 100,
         alpha: float = 1.0,
         region: float = 4.0,
+        **kwargs: Any,
     ) -> None:
         check_range("noise_std (--model.init_args.noise_std)", noise_std, 0)
         check_range("perturb_steps (--model.init_args.perturb_steps)", perturb_steps, 0,
@@ -114,8 +114,9 @@ class RoMA(Surrogate):
         check_range("alpha (--model.init_args.alpha)", alpha, 0)
         check_range("region (--model.init_args.region)", region, 0, strict=True,
                     hint="the trust-region penalty is (μ - μ0)² / (2 region)")
-        super().__init__(input_dim, members=1, hidden=hidden, activation=activation, init=init, head="gaussian",
-                         lr=lr, ignite=ignite, replicates=replicates)
+        super().__init__(input_dim, members=1, hidden=hidden, activation=activation, head="gaussian", lr=lr,
+                         adam_eps=adam_eps, weight_decay=0.0, lr_schedule="constant", aggregate="mean",
+                         select_best=False, embedding=None, **kwargs)
 
     # --- one network per replicate -----------------------------------------------------------
     @property
@@ -142,7 +143,7 @@ class RoMA(Surrogate):
     # --- pre-training -------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
         # Keras' Adam (epsilon 1e-7), as the released TF2 code.
-        return adam(self.parameters(), lr=self.hparams.lr, eps=1e-7)
+        return adam(self.parameters(), lr=self.hparams.lr, eps=self.adam_eps)
 
     def noisy(self, x: Tensor) -> Tensor:
         """The batch with fresh Gaussian noise (released ``cont_noise``)."""

@@ -7,6 +7,7 @@ IGNITE constraint (``ignite=``) plugs into all of them through one training step
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from collections.abc import Callable, Sequence
@@ -108,10 +109,11 @@ class Surrogate(SeedReplicates, pl.LightningModule):
     ) -> None:
         super().__init__()
         # Lightning collects the arguments of every __init__ in the call stack, so a subclass's
-        # settings are saved too; what a subclass fixes itself (TriMentoring's head) is left
-        # out, so load_from_checkpoint rebuilds the subclass from its own signature.
-        own = inspect.signature(type(self).__init__).parameters
-        self.save_hyperparameters(ignore=[k for k in inspect.signature(Surrogate.__init__).parameters if k not in own])
+        # settings are saved too; what a subclass fixes in its super().__init__ call (COMs' head)
+        # is left out, so load_from_checkpoint rebuilds the subclass from what it accepts.
+        accepted = accepted_settings(type(self))
+        self.save_hyperparameters(ignore=[k for k in inspect.signature(Surrogate.__init__).parameters
+                                          if k not in accepted])
         self.automatic_optimization = False
         self.head, self.aggregate = head, aggregate
         check_range("members (--model.init_args.members)", members, 1)
@@ -121,7 +123,7 @@ class Surrogate(SeedReplicates, pl.LightningModule):
         check_range("lr (--model.init_args.lr)", lr, 0, strict=True, hint="a learning rate of 0 trains nothing")
         check_range("weight_decay (--model.init_args.weight_decay)", weight_decay, 0)
         check_range("adam_eps (--model.init_args.adam_eps)", adam_eps, 0, strict=True)
-        self.adam_eps = adam_eps  # kept outside hparams: subclasses that fix it leave it out of theirs
+        self.adam_eps = adam_eps  # an attribute too: a subclass that fixes it has it outside hparams
         check_choice("lr_schedule", lr_schedule, LrSchedule)
         self.replicates = replicates
         members = members * replicates  # every network of every replicate, stacked
@@ -392,3 +394,16 @@ class Surrogate(SeedReplicates, pl.LightningModule):
         """A short name for results: e.g. ``grad_ascent``, ``ens_mean``, ``ens_min+ignite``."""
         name = "grad_ascent" if self.hparams.members == 1 else f"ens_{self.aggregate}"
         return name + ("+ignite" if self.constraint is not None else "")
+
+
+@functools.cache
+def accepted_settings(cls: type) -> frozenset[str]:
+    """The settings ``cls(...)`` takes by name, as the command line resolves them: its own
+    parameters and, through ``**kwargs``, those of :class:`Surrogate` that its ``super().__init__``
+    call does not fix itself (jsonargparse reads that call; a class whose source it cannot read
+    offers every base setting)."""
+    from jsonargparse import ArgumentParser  # noqa: PLC0415  (a dependency of LightningCLI)
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(cls, "m", fail_untyped=False)
+    return frozenset(a.dest.split(".")[1] for a in parser._actions if a.dest.startswith("m."))

@@ -10,12 +10,13 @@ disagrees with the consensus, with soft labels refined by one bi-level step.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
+from lightning_mbo.functional.outer_dot import OuterMSE, OuterPrecision
 from lightning_mbo.functional.tri_mentoring import (
     disagreement_mask,
     majority_vote,
@@ -27,8 +28,6 @@ from lightning_mbo.functional.tri_mentoring import (
     summed_rank_labels,
 )
 from lightning_mbo.functional.tri_mentoring_higher import mentor_proxy_higher
-from lightning_mbo.functional.outer_dot import OuterMSE, OuterPrecision
-from lightning_mbo.methods.ignite import Ignite
 from lightning_mbo.methods.surrogate import LrSchedule, Surrogate
 from lightning_mbo.nn import Activation, Init, member_module
 from lightning_mbo.search import SearchData, SearchObjective, SearchSettings
@@ -52,17 +51,12 @@ class TriMentoring(Surrogate):
 
     Args:
         input_dim: flattened design size (linked from the datamodule).
-        members: number of proxies ``P``.
-        hidden: hidden widths of each proxy.
-        activation: hidden activation.
+        members: proxies per replicate (three, as released).
+        activation: hidden activation (``relu``, as released).
         init: weight initialisation (``torch``: ``nn.Linear``'s default, as the released code).
-        lr: pre-training learning rate.
-        weight_decay: pre-training weight decay.
-        lr_schedule: ``cosine`` (per epoch, to 0) or ``constant``.
-        ignite: the gradient-norm constraint for pre-training (IGNITE); ``null``: off.
-        select_best: keep each proxy's best-validation-Pearson epoch.
-        replicates: independent runs stacked in this module (seeds as a batch dimension), each
-            with its own ``members`` proxies, mentoring and results row.
+        lr: pre-training learning rate (0.1, as released).
+        lr_schedule: ``cosine`` (per epoch, to 0, as released) or ``constant``.
+        select_best: keep each proxy's best-validation-Pearson epoch (as released).
         mentoring: mentor the proxies during ascent; ``false`` is plain mean-ensemble ascent.
         voting: consensus by majority vote; ``false`` ranks by the summed prediction (ablation).
         soft_labels: refine labels by the bi-level step; ``false`` uses hard labels (ablation).
@@ -82,6 +76,10 @@ class TriMentoring(Surrogate):
             each candidate's neighbourhood), so the outer MSE is paid once per step instead of once
             per candidate. Under DDP each process mentors its own set on its own candidates.
         mentoring_seed: seed of the neighbourhood noise (``null``: the run's seed).
+        **kwargs: :class:`Surrogate`'s other settings (``hidden``, ``weight_decay``, ``ignite``,
+            ``replicates``: each replicate its own proxies, search and results row; ``adam_eps``);
+            the proxies have the MSE head, search climbs their mean, and the designs are continuous
+            features.
     """
 
     per_member_split = True
@@ -100,15 +98,11 @@ class TriMentoring(Surrogate):
         self,
         input_dim: int,
         members: int = 3,
-        hidden: Sequence[int] = (2048, 2048),
         activation: Activation = "relu",
         init: Init = "torch",
         lr: float = 0.1,
-        weight_decay: float = 0.0,
         lr_schedule: LrSchedule = "cosine",
-        ignite: Ignite | None = None,
         select_best: bool = True,
-        replicates: int = 1,
         mentoring: bool = True,
         voting: bool = True,
         soft_labels: bool = True,
@@ -120,22 +114,11 @@ class TriMentoring(Surrogate):
         outer_precision: OuterPrecision = "float32",
         shared_proxies: bool = False,
         mentoring_seed: int | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            input_dim=input_dim,
-            members=members,
-            hidden=hidden,
-            activation=activation,
-            init=init,
-            head="mse",
-            lr=lr,
-            weight_decay=weight_decay,
-            lr_schedule=lr_schedule,
-            aggregate="mean",
-            ignite=ignite,
-            select_best=select_best,
-            replicates=replicates,
-        )
+        super().__init__(input_dim, members=members, activation=activation, init=init, head="mse", lr=lr,
+                         lr_schedule=lr_schedule, aggregate="mean", select_best=select_best, embedding=None,
+                         **kwargs)
         check_range("neighbours (K, --model.init_args.neighbours)", neighbours, 2, hint="pairs need two points")
         check_range("delta (--model.init_args.delta)", delta, 0)
         check_range("beta (--model.init_args.beta)", beta, 0, strict=True)
