@@ -221,7 +221,7 @@ def _smoke_overlays(cell: Cell) -> list[str]:
 def _smoke_args(cell: Cell) -> list[str]:
     """Smoke-only sizes of a method's own loops (COMs' negatives and search)."""
     if cell.method.startswith("coms"):
-        return ["--model.init_args.particle_steps=3", "--model.init_args.search_steps=3"]
+        return ["--model.init_args.particle_steps=3", "--ascent.steps=3"]
     return []
 
 

@@ -20,6 +20,8 @@ SNAPSHOT = json.loads((Path(__file__).parent / "snapshots" / "resolved_configs.j
 CHANGED = {
     "trainer.logger.init_args.name": "unset in the configs: derived when the run starts (cli.run_name), "
                                      "checked below to give the recorded name",
+    "model.init_args.search_steps": "COMs' search budget lives with the searcher now: its 50 steps are "
+                                    "COMs.SEARCH_STEPS, the default --ascent.steps takes (checked below)",
 }
 
 #: The overlay that replaced the ``<method>_ignite.yaml`` copies.
@@ -59,5 +61,10 @@ def test_stack_resolves_as_recorded(name, cli_parser):
     got, want = flatten(resolved), expand(SNAPSHOT, name)
     diff = {k: (want[k], got.get(k, ABSENT)) for k in want if k not in CHANGED and got.get(k, ABSENT) != want[k]}
     assert not diff, f"{stack}: recorded, now: {diff}"
+    if want.get("model.init_args.search_steps", ABSENT) != ABSENT:
+        from lightning_mbo.methods import COMs  # noqa: PLC0415
+
+        assert got.get("ascent.steps") in (None, want["model.init_args.search_steps"])
+        assert got.get("ascent.steps") is not None or COMs.SEARCH_STEPS == want["model.init_args.search_steps"]
     recorded_name = want["trainer.logger.init_args.name"]
     assert (got["trainer.logger.init_args.name"] or run_name(stack, resolved["model"])) == recorded_name

@@ -12,6 +12,7 @@ import pytest
 from lightning_mbo.callbacks import design_ascent
 from lightning_mbo.cli import main
 from lightning_mbo.functional.metrics import score_percentiles
+from lightning_mbo.search import gradient
 from lightning_mbo.search.gradient import AscentResult
 from lightning_mbo.tasks import QUADRATIC
 from lightning_mbo.tasks.task import Task
@@ -53,7 +54,7 @@ def test_start_score_is_the_oracle_on_the_unmodified_top_designs(tmp_path, monke
 def test_each_replicate_row_carries_its_own_predicted_scores(tmp_path, monkeypatch) -> None:
     """Two stacked replicates; the search's final predictions are 0 for replicate 0's candidates and
     1 for replicate 1's (normalised): each row's ``mean_predicted_final`` is its own block's mean."""
-    real = design_ascent.gradient_ascent
+    real = gradient.gradient_ascent
 
     def marked(x0, *args, **kwargs):
         out = real(x0, *args, **kwargs)
@@ -62,7 +63,7 @@ def test_each_replicate_row_carries_its_own_predicted_scores(tmp_path, monkeypat
         traj[-1, : n // 2], traj[-1, n // 2:] = 0.0, 1.0
         return AscentResult(out.x, traj, stats=out.stats, diagnostics=out.diagnostics)
 
-    monkeypatch.setattr(design_ascent, "gradient_ascent", marked)
+    monkeypatch.setattr(gradient, "gradient_ascent", marked)
     # The synthetic quadratic task, every visible row (a random subsample would make the replicates
     # stand for different data).
     cli = _fit(tmp_path, monkeypatch, "--model.init_args.replicates", "2", "--data.task", QUADRATIC,

@@ -105,12 +105,12 @@ MUTANTS: tuple[Mutant, ...] = (
         Edit(BENCH, 'f"--seed_everything={seed}", f"--data.seed={seed}",', '"--seed_everything=0", "--data.seed=0",'),
     ), ("tests/test_benchmark.py",)),
     Mutant("ascent_never_moves", "design ascent takes no step", (
-        Edit("lightning_mbo/callbacks/design_ascent.py", "gradient_ascent(x0[mine], objective.score, settings.steps,",
-             "gradient_ascent(x0[mine], objective.score, 0,"),
+        Edit("lightning_mbo/search/gradient.py", "return gradient_ascent(x0, score, budget.steps,",
+             "return gradient_ascent(x0, score, 0,"),
     ), (f"{T_SCALE}::test_resume_from_last_checkpoint_matches_uninterrupted_run",)),
     Mutant("rank_never_ascends", "under DDP, ranks other than 0 never ascend", (
-        Edit("lightning_mbo/callbacks/design_ascent.py", "gradient_ascent(x0[mine], objective.score, settings.steps,",
-             "gradient_ascent(x0[mine], objective.score, settings.steps if rank == 0 else 0,"),
+        Edit("lightning_mbo/callbacks/design_ascent.py", "result = self._search(searcher, x0[mine],",
+             "result = self._search(searcher if rank == 0 else GradientAscent(0, 1.0, 'sgd'), x0[mine],"),
     ), (f"{T_SCALE}::test_two_process_ddp_fit_equals_one_process",)),
     Mutant("resume_skips_best_state", "a resumed run does not restore the best-epoch weights it saved", (
         Edit(SURROGATE, 'self.best.weights = checkpoint.get("best_state")', "self.best.weights = None"),

@@ -27,12 +27,11 @@ from lightning_mbo.results import MOVEMENT_KEYS, movement_text, provenance, row_
 from lightning_mbo.search import (
     AscentOptimizer,
     AscentResult,
+    GradientAscent,
     Searchable,
     SearchData,
     Searcher,
     SearchObjective,
-    SearchSettings,
-    gradient_ascent,
 )
 from lightning_mbo.validation import SettingsError, check_range
 
@@ -40,8 +39,9 @@ from lightning_mbo.validation import SettingsError, check_range
 class DesignAscent(Callback):
     """Design search and oracle scoring once fitting ends (``--ascent.*`` on the command line).
 
-    The one home of the search settings: what is set here wins, the rest comes from the
-    method's :meth:`~lightning_mbo.search.Searchable.search_defaults`. Takes the top
+    The one home of the search settings: the searcher and its settings (what gradient ascent is
+    not given comes from the method's :meth:`~lightning_mbo.search.Searchable.search_defaults`;
+    every searcher runs through the same :meth:`~lightning_mbo.search.Searcher.search`). Takes the top
     ``num_candidates`` visible designs from the datamodule, hands the method the training data
     (:class:`~lightning_mbo.search.SearchData`), ascends the objective the method returns (with
     its per-step hook, if any), decodes the final designs, scores them once with the oracle and
@@ -58,10 +58,11 @@ class DesignAscent(Callback):
         optimizer: ``sgd`` or ``adam`` (``null``: the method's default).
         num_candidates: designs handed back (the protocol's 128).
         output_dir: where results go (``null``: the trainer's log directory).
-        searcher: search with another optimizer over designs instead of gradient ascent, on the
-            method's predicted score: ``lightning_mbo.search.CMAES``, ``lightning_mbo.search.BOqEI``
-            or any :class:`~lightning_mbo.search.Searcher` (``null``: gradient ascent with steps,
-            lr and optimizer).
+        searcher: the optimizer over designs, on the method's predicted score:
+            ``lightning_mbo.search.CMAES``, ``lightning_mbo.search.BOqEI`` or any
+            :class:`~lightning_mbo.search.Searcher`, each with its budget in its own settings
+            (``null``: :class:`~lightning_mbo.search.GradientAscent` with ``steps``, ``lr`` and
+            ``optimizer`` above, the short spelling of its settings).
     """
 
     def __init__(
@@ -73,16 +74,11 @@ class DesignAscent(Callback):
         output_dir: str | None = None,
         searcher: Searcher | None = None,
     ) -> None:
-        if steps is not None:
-            check_range("--ascent.steps", steps, 0)
-        if lr is not None:
-            check_range("--ascent.lr", lr, 0, strict=True, hint="a negative step size descends")
         check_range("--ascent.num_candidates", num_candidates, 1)
         if searcher is not None and (steps, lr, optimizer) != (None, None, None):
-            raise SettingsError("--ascent.steps, --ascent.lr and --ascent.optimizer set gradient ascent; "
-                                f"{type(searcher).__name__} has its own budget (--ascent.searcher.init_args.*)")
-        self.searcher = searcher
-        self.steps, self.lr, self.optimizer = steps, lr, optimizer
+            raise SettingsError("--ascent.steps, --ascent.lr and --ascent.optimizer set gradient ascent's budget; "
+                                f"{type(searcher).__name__} has its own (--ascent.searcher.init_args.*)")
+        self.searcher: Searcher = searcher if searcher is not None else GradientAscent(steps, lr, optimizer)
         self.num_candidates = num_candidates
         self.output_dir = output_dir
         self.results: dict[str, Any] | None = None
@@ -128,26 +124,18 @@ class DesignAscent(Callback):
             if moved:
                 pl_module.cpu()
 
-    def settings(self, pl_module: Searchable, data: SearchData) -> SearchSettings:
-        """The search's steps, lr and optimizer: this callback's, else the method's defaults."""
-        out = pl_module.search_defaults(data).as_dict()
-        for key in ("steps", "lr", "optimizer"):
-            if getattr(self, key) is not None:
-                out[key] = getattr(self, key)
-        return SearchSettings(**out)
-
-    def _search(self, x0: torch.Tensor, objective: SearchObjective, data: SearchData, ids: torch.Tensor,
-                seed: int) -> AscentResult:
-        """Run the configured non-gradient searcher on the method's predicted score."""
-        if objective.before_step is not None:
-            raise SettingsError(f"{type(self.searcher).__name__} cannot run this method's per-step hook (e.g. "
+    def _search(self, searcher: Searcher, x0: torch.Tensor, objective: SearchObjective, data: SearchData,
+                ids: torch.Tensor, seed: int) -> AscentResult:
+        """Run ``searcher`` on the method's predicted score."""
+        if objective.before_step is not None and not searcher.runs_step_hook:
+            raise SettingsError(f"{type(searcher).__name__} cannot run this method's per-step hook (e.g. "
                                 "Tri-mentoring's mentoring, defined for gradient ascent): drop --ascent.searcher or "
                                 "set the method's mentoring off")
         data = dataclasses.replace(data, x=data.x.to(x0.device), y=data.y.to(x0.device))
-        return self.searcher.search(x0, objective, data, ids, self.num_candidates, seed)
+        return searcher.search(x0, objective, data, ids, self.num_candidates, seed)
 
-    def _search_replicates(self, pl_module: Searchable, x0: torch.Tensor, data: SearchData, mine: torch.Tensor,
-                           seeds: list[int]) -> AscentResult:
+    def _search_replicates(self, searcher: Searcher, pl_module: Searchable, x0: torch.Tensor, data: SearchData,
+                           mine: torch.Tensor, seeds: list[int]) -> AscentResult:
         """Search each replicate's candidates among ``mine`` as a plain run of its seed would: on its own
         members, with candidate ids counted within the replicate and the replicate's seed. Flags are
         prefixed with ``[seed s]`` (each results row keeps its own)."""
@@ -156,7 +144,7 @@ class DesignAscent(Callback):
         for r in (mine // per).unique().tolist():
             ids = mine[mine // per == r]
             objective = pl_module.search_objective(x0[ids], data, ids, total)
-            parts.append((seeds[r], self._search(x0[ids], objective, data, ids - r * per, seeds[r])))
+            parts.append((seeds[r], self._search(searcher, x0[ids], objective, data, ids - r * per, seeds[r])))
         steps = max(part.trajectory.shape[0] for _, part in parts)
         # A search that stopped early holds its last value (CMA-ES stops when every strategy has).
         traj = torch.cat([torch.cat([p.trajectory, p.trajectory[-1:].expand(steps - p.trajectory.shape[0], -1)])
@@ -172,17 +160,6 @@ class DesignAscent(Callback):
                     diagnostics.setdefault(key, value)
         return AscentResult(torch.cat([p.x for _, p in parts]), traj, parts[0][1].stats, diagnostics)
 
-    def _record(self, settings: SearchSettings) -> dict[str, Any]:
-        """The search that ran, as results.json records it."""
-        if self.searcher is None:
-            return settings.as_dict()
-        return self.searcher.settings()
-
-    def _method_name(self, pl_module: Searchable) -> str:
-        """The method's name, prefixed by the searcher's when it is not gradient ascent (``cma_es/ens_mean``)."""
-        name = pl_module.method_name()
-        return name if self.searcher is None else f"{self.searcher.name}/{name}"
-
     def run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, datamodule) -> dict[str, Any] | None:
         """Ascend, score, log and write; returns the results on rank 0 (None elsewhere)."""
         t0 = time.perf_counter()
@@ -191,11 +168,7 @@ class DesignAscent(Callback):
             raise TypeError(f"{type(pl_module).__name__} does not offer design search: implement "
                             "lightning_mbo.search.Searchable (search_defaults, search_objective, ...)")
         data = datamodule.search_data()
-        if self.searcher is None and data.integers:
-            raise SettingsError("gradient ascent needs continuous features, not class integers (--data.encoding "
-                                "integers): set a searcher that proposes sequences (--ascent.searcher "
-                                "lightning_mbo.search.Reinforce) or use --data.encoding logits")
-        settings = self.settings(pl_module, data)
+        searcher = self.searcher.configure(pl_module.search_defaults(data))
         seed = _seed(trainer, datamodule)
         # Seeds as a batch dimension: every replicate ascends its own copy of the starting designs,
         # replicate r as a run of seed + r (its row's seed, its searcher's seed).
@@ -213,13 +186,10 @@ class DesignAscent(Callback):
         with torch.no_grad():
             # The prediction at the training data's top, next to the final one: extrapolation shows.
             start_pred = objective.score(x0[mine]).detach()
-        if self.searcher is None:
-            result = gradient_ascent(x0[mine], objective.score, settings.steps, settings.lr, settings.optimizer,
-                                     objective.before_step)
-        elif reps == 1:
-            result = self._search(x0[mine], objective, data, mine, seeds[0])
+        if reps == 1 or searcher.joint_replicates:
+            result = self._search(searcher, x0[mine], objective, data, mine, seeds[0])
         else:
-            result = self._search_replicates(pl_module, x0, data, mine, seeds)
+            result = self._search_replicates(searcher, pl_module, x0, data, mine, seeds)
         pl_module.train(was_training)
         x, traj, diagnostics = result.x, result.trajectory, result.diagnostics
         if world > 1:
@@ -247,7 +217,7 @@ class DesignAscent(Callback):
         for r, idx in enumerate(blocks):
             rows.append({
                 "task": task.name,
-                "method": self._method_name(pl_module),
+                "method": searcher.result_name(pl_module.method_name()),
                 "seed": seeds[r] if reps > 1 else seed,
                 "replicate": r,
                 **score_percentiles(normalized[idx]),
@@ -255,7 +225,7 @@ class DesignAscent(Callback):
                 "best_visible": task.best_visible,
                 "oracle": task.oracle_info["kind"],
                 "num_candidates": self.num_candidates,
-                "ascent": self._record(settings),
+                "ascent": searcher.settings(),
                 "mean_predicted_start": float(pred_start[idx].mean()),
                 "mean_predicted_final": float(pred[-1, idx].mean()),
                 **moved[r],

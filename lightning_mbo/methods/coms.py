@@ -33,8 +33,8 @@ class COMs(Surrogate):
     so α rises while the over-estimation gap exceeds ``τ`` (``overestimation_limit``) and falls
     while it is below. Validation is logged only (no epoch selection), as released.
 
-    Search (:meth:`search_defaults`): ``search_steps`` plain steps of the same size from the
-    top-128 designs, scored at the last step.
+    Search (:meth:`search_defaults`): :attr:`SEARCH_STEPS` plain steps of the same size from the
+    top-128 designs, scored at the last step (``--ascent.steps`` sets another budget).
 
     Defaults are the released TFBind8/TFBind10 settings (``scripts/IGNITE/coms/tf8.py``): a ReLU
     MLP ``D -> 2048 -> 2048 -> 1`` with Keras' Glorot init, MSE on z-scored y, designs as logits
@@ -51,11 +51,13 @@ class COMs(Surrogate):
         overestimation_limit: τ, the over-estimation gap α holds the model to (>= 0).
         particle_lr: step size per √D of the negatives and of the search (> 0).
         particle_steps: ascent steps that make the negatives (>= 1).
-        search_steps: ascent steps of the design search (>= 0).
         **kwargs: :class:`Surrogate`'s other settings (``members``, ``hidden``, ``init``, ``lr``,
             ``ignite``, ``replicates``); COMs fixes the MSE head, a constant learning rate without
             weight decay, the last epoch's weights and continuous features.
     """
+
+    #: Design-search steps, as released (``coms_cleaned/__init__.py:347-390``: 50 steps, scored at step 50).
+    SEARCH_STEPS = 50
 
     def __init__(
         self,
@@ -67,7 +69,6 @@ class COMs(Surrogate):
         overestimation_limit: float = 2.0,
         particle_lr: float = 2.0,
         particle_steps: int = 50,
-        search_steps: int = 50,
         **kwargs: Any,
     ) -> None:
         check_range("alpha_init (--model.init_args.alpha_init)", alpha_init, 0, strict=True,
@@ -77,7 +78,6 @@ class COMs(Surrogate):
         check_range("particle_lr (--model.init_args.particle_lr)", particle_lr, 0, strict=True)
         check_range("particle_steps (--model.init_args.particle_steps)", particle_steps, 1,
                     hint="COMs needs negatives")
-        check_range("search_steps (--model.init_args.search_steps)", search_steps, 0)
         super().__init__(input_dim, activation=activation, adam_eps=adam_eps, head="mse", weight_decay=0.0,
                          lr_schedule="constant", aggregate="mean", select_best=False, embedding=None, **kwargs)
         # One multiplier per network, learned as log α (a parameter: under DDP its gradient is
@@ -118,8 +118,9 @@ class COMs(Surrogate):
         return StepLosses(model_loss + dual_objective(alpha, gap - self.hparams.overestimation_limit), mean, logs)
 
     def search_defaults(self, data: SearchData) -> SearchSettings:
-        """The released search: ``search_steps`` plain steps ``x ← x + particle_lr·√D ∇f(x)``."""
-        return SearchSettings(steps=self.hparams.search_steps, lr=self.step_size(data.input_dim), optimizer="sgd")
+        """The released search: :attr:`SEARCH_STEPS` plain steps ``x ← x + particle_lr·√D ∇f(x)``
+        (another budget: ``--ascent.steps``)."""
+        return SearchSettings(steps=self.SEARCH_STEPS, lr=self.step_size(data.input_dim), optimizer="sgd")
 
     def method_summary(self, replicate: int = 0) -> dict[str, Any]:
         """IGNITE's state (if on) and α of the replicate's networks, with τ."""

@@ -12,7 +12,7 @@ from lightning_mbo.search.contract import (
     SearchSettings,
     StepHook,
 )
-from lightning_mbo.search.gradient import AscentResult, gradient_ascent
+from lightning_mbo.search.gradient import AscentResult, GradientAscent, gradient_ascent
 from lightning_mbo.search.mins import MINs
 from lightning_mbo.search.reinforce import Reinforce
 
@@ -22,6 +22,7 @@ __all__ = [
     "BOqEI",
     "CbAS",
     "CMAES",
+    "GradientAscent",
     "MINs",
     "Reinforce",
     "SearchData",

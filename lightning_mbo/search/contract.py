@@ -138,15 +138,34 @@ class Searchable(Protocol):
 
 
 class Searcher:
-    """An optimizer over designs other than gradient ascent (``--ascent.searcher``).
+    """An optimizer over designs (``--ascent.searcher``; :class:`~lightning_mbo.search.GradientAscent`
+    when none is given).
 
-    A subclass takes its settings in ``__init__`` (they become ``--ascent.searcher.init_args.*``)
-    and implements :meth:`search`. It works on the normalised design features and the method's
-    score function, never on the model itself, so any method's surrogate can drive it.
+    A subclass takes its settings in ``__init__`` (they become ``--ascent.searcher.init_args.*``: the
+    one home of its budget) and implements :meth:`search`. It works on the normalised design
+    features and the method's score function, never on the model itself, so any method's surrogate
+    can drive it.
     """
 
     #: The name results give it (``cma_es`` in ``cma_es/ens_mean``).
     name: ClassVar[str] = "searcher"
+    #: Whether it searches every replicate's candidates in one call (candidates independent, the
+    #: objective scoring each by its own replicate's members); otherwise search runs it once per
+    #: replicate, with that replicate's seed.
+    joint_replicates: ClassVar[bool] = False
+    #: Whether it calls the objective's ``before_step`` hook (Tri-mentoring's mentoring); a method
+    #: with a hook refuses a searcher that would skip it.
+    runs_step_hook: ClassVar[bool] = False
+
+    def configure(self, defaults: SearchSettings) -> Searcher:
+        """This searcher with what it leaves unset taken from the method's ``search_defaults``
+        (gradient ascent's steps, step size and rule); a searcher with a budget of its own returns
+        itself."""
+        return self
+
+    def result_name(self, method: str) -> str:
+        """The results name of ``method`` searched by this searcher (``cma_es/ens_mean``)."""
+        return f"{self.name}/{method}"
 
     def search(self, x0: Tensor, score: Callable[[Tensor], Tensor], data: SearchData, candidate_ids: Tensor,
                num_candidates: int, seed: int) -> AscentResult:

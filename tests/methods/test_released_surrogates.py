@@ -72,8 +72,9 @@ def test_coms_optimizers_use_keras_epsilon() -> None:
 def test_coms_released_defaults() -> None:
     """The released COMs (Trabucco et al., ICML 2021; design-baselines ``coms_cleaned``)."""
     h = COMs(3, hidden=(4,)).hparams
-    assert (h.alpha_init, h.alpha_lr, h.overestimation_limit, h.particle_lr, h.particle_steps, h.search_steps) \
-        == (0.1, 0.01, 2.0, 2.0, 50, 50)
+    assert (h.alpha_init, h.alpha_lr, h.overestimation_limit, h.particle_lr, h.particle_steps) \
+        == (0.1, 0.01, 2.0, 2.0, 50)
+    assert COMs.SEARCH_STEPS == 50  # coms_cleaned/__init__.py:347-390: 50 steps, scored at step 50
     assert math.exp(float(COMs(3, hidden=(4,)).log_alpha[0])) == pytest.approx(0.1)
 
 

@@ -138,3 +138,83 @@ def test_hook_statistics_are_collected_per_step():
     assert out.stats["t"] == [0.0, 1.0, 2.0]
     assert out.stats["norm"][0] == 0.0 and out.stats["norm"][2] > out.stats["norm"][1] > 0
     assert gradient_ascent(x0, quadratic, steps=2, lr=0.1, before_step=lambda x, t: None).stats == {}
+
+
+# --- GradientAscent: the default searcher, one shape with the others --------------------------------
+
+def _data(integers: bool = False):
+    from lightning_mbo.search import SearchData  # noqa: PLC0415
+
+    return SearchData(x=torch.zeros(3, 2), y=torch.zeros(3), discrete=False, integers=integers)
+
+
+def test_gradient_ascent_searcher_fills_only_what_it_is_not_given():
+    from lightning_mbo.search import GradientAscent, SearchSettings  # noqa: PLC0415
+
+    defaults = SearchSettings(steps=200, lr=0.05, optimizer="sgd")
+    assert GradientAscent().configure(defaults).settings() == {"steps": 200, "lr": 0.05, "optimizer": "sgd"}
+    got = GradientAscent(steps=7, optimizer="adam").configure(defaults).settings()
+    assert got == {"steps": 7, "lr": 0.05, "optimizer": "adam"}
+    assert GradientAscent().result_name("ens_mean") == "ens_mean"  # the methods' own search
+    with pytest.raises(Exception, match="configure"):
+        GradientAscent(steps=3).settings()  # lr and optimizer still unset
+
+
+def test_gradient_ascent_searcher_is_the_function_with_the_objectives_hook():
+    from lightning_mbo.search import GradientAscent, SearchObjective, SearchSettings  # noqa: PLC0415
+
+    seen = []
+    objective = SearchObjective(quadratic, before_step=lambda x, t: seen.append(t) or {"t": t})
+    x0 = torch.tensor([[1.0, 2.0], [0.5, -0.5]], dtype=torch.float64)
+    searcher = GradientAscent().configure(SearchSettings(steps=3, lr=0.1, optimizer="adam"))
+    out = searcher.search(x0, objective, _data(), torch.arange(2), 2, seed=0)
+    ref = gradient_ascent(x0, quadratic, 3, 0.1, "adam")
+    assert torch.equal(out.x, ref.x) and torch.equal(out.trajectory, ref.trajectory)
+    assert seen == [0, 1, 2] and out.stats == {"t": [0.0, 1.0, 2.0]}
+    assert GradientAscent.joint_replicates and GradientAscent.runs_step_hook
+
+
+def test_gradient_ascent_searcher_refuses_class_integers():
+    from lightning_mbo.search import GradientAscent, SearchSettings  # noqa: PLC0415
+    from lightning_mbo.validation import SettingsError  # noqa: PLC0415
+
+    searcher = GradientAscent().configure(SearchSettings(steps=1, lr=0.1))
+    with pytest.raises(SettingsError, match="class integers"):
+        searcher.search(torch.zeros(2, 2), quadratic, _data(integers=True), torch.arange(2), 2, seed=0)
+
+
+@pytest.mark.parametrize("bad", [{"steps": -1}, {"lr": 0.0}, {"optimizer": "lbfgs"}])
+def test_gradient_ascent_searcher_validates_its_settings(bad):
+    from lightning_mbo.search import GradientAscent  # noqa: PLC0415
+    from lightning_mbo.validation import SettingsError  # noqa: PLC0415
+
+    with pytest.raises(SettingsError):
+        GradientAscent(**bad)
+
+
+def test_the_default_searcher_and_the_explicit_one_give_the_same_run(tmp_path):
+    """``--ascent.steps 3`` is the short spelling of ``--ascent.searcher GradientAscent`` with steps 3:
+    the two runs write the same designs, the same results name and the same ``ascent`` record."""
+    import json  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    import numpy as np  # noqa: PLC0415
+
+    from lightning_mbo.cli import main  # noqa: PLC0415
+
+    repo = Path(__file__).resolve().parents[2]
+    common = ["fit", "--config", str(repo / "configs/tfbind8/ens_mean.yaml"), "--trainer.max_epochs=1",
+              "--model.init_args.hidden=[8]", "--model.init_args.members=2", "--data.max_samples=500",
+              "--data.subsample=stride", "--ascent.num_candidates=8", "--trainer.enable_progress_bar=false",
+              "--trainer.enable_model_summary=false", "--trainer.logger=false", "--seed_everything=0"]
+    outs = []
+    for name, extra in (("short", ["--ascent.steps=3"]),
+                        ("explicit", ["--ascent.searcher=lightning_mbo.search.GradientAscent",
+                                      "--ascent.searcher.init_args.steps=3"])):
+        out = tmp_path / name
+        main([*common, *extra, f"--trainer.default_root_dir={out}", f"--ascent.output_dir={out}"])
+        outs.append(out)
+    a, b = (json.loads((o / "results.json").read_text())["rows"][0] for o in outs)
+    assert a["method"] == b["method"] == "ens_mean"
+    assert a["ascent"] == b["ascent"] and a["ascent"]["steps"] == 3
+    assert np.array_equal(np.load(outs[0] / "designs.npy"), np.load(outs[1] / "designs.npy"))
