@@ -249,10 +249,10 @@ MUTANTS: tuple[Mutant, ...] = (
              "logstd = torch.maximum(logstd, self.min_logstd)"),
     ), (T_REL_SURR + "::test_gaussian_head_soft_bounds_start_at_log_0_1_and_log_0_2",)),
     Mutant("coms_model_eps_torch", "COMs' model Adam with torch's eps 1e-8, not Keras' 1e-7", (
-        Edit(COMS, "adam(model, lr=self.hparams.lr, eps=1e-7)", "adam(model, lr=self.hparams.lr, eps=1e-8)"),
+        Edit(COMS, "adam(model, lr=self.hparams.lr, eps=self.adam_eps)", "adam(model, lr=self.hparams.lr, eps=1e-8)"),
     ), (T_REL_SURR + "::test_coms_optimizers_use_keras_epsilon",)),
     Mutant("coms_alpha_eps_torch", "COMs' log-alpha Adam with torch's eps 1e-8, not Keras' 1e-7", (
-        Edit(COMS, "lr=self.hparams.alpha_lr, eps=1e-7)", "lr=self.hparams.alpha_lr, eps=1e-8)"),
+        Edit(COMS, "lr=self.hparams.alpha_lr, eps=self.adam_eps)", "lr=self.hparams.alpha_lr, eps=1e-8)"),
     ), (T_REL_SURR + "::test_coms_optimizers_use_keras_epsilon",)),
     Mutant("best_epoch_nan_as_zero", "best-epoch selection counts a NaN Pearson as 0, not -1", (
         Edit(BEST, "nan=-1.0", "nan=0.0"),
@@ -285,7 +285,8 @@ MUTANTS: tuple[Mutant, ...] = (
         Edit("lightning_mbo/checkpoint.py", '"hidden", "activation", "head"', '"hidden", "head"'),
     ), (T_RUNNER + "::test_checkpoint_of_other_network_settings_is_refused",)),
     Mutant("ascent_lr_zero_accepted", "--ascent.lr 0 is accepted by the callback and the search settings", (
-        Edit(ASCENT, 'check_range("--ascent.lr", lr, 0, strict=True', 'check_range("--ascent.lr", lr, 0, strict=False'),
+        Edit("lightning_mbo/search/gradient.py", 'check_range("--ascent.lr", lr, 0, strict=True',
+             'check_range("--ascent.lr", lr, 0, strict=False'),
         Edit("lightning_mbo/search/contract.py", "self.lr, 0, strict=True", "self.lr, 0, strict=False"),
     ), (T_LR0 + "::test_callback_and_search_settings_refuse_a_zero_step",)),
     Mutant("search_settings_lr_zero_accepted", "a method's search settings accept a step size of 0", (
@@ -298,6 +299,24 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("reinforce_sigma_ignored", "REINFORCE's continuous policy samples with std 1, not sigma (0.1)", (
         Edit(REINFORCE, "x = mean.detach() + self.sigma * noise", "x = mean.detach() + noise"),
     ), (T_RELEASED + "::test_reinforce_continuous_policy_samples_with_std_0_1_around_the_top_mean",)),
+    Mutant("coms_default_eps_torch", "COMs' default Adam epsilon torch's 1e-8, not Keras' 1e-7", (
+        Edit(COMS, "adam_eps: float = 1e-7,", "adam_eps: float = 1e-8,"),
+    ), (T_REL_SURR + "::test_coms_optimizers_use_keras_epsilon",)),
+    Mutant("coms_search_steps_20", "COMs searches 20 steps, not the released 50", (
+        Edit(COMS, "SEARCH_STEPS = 50", "SEARCH_STEPS = 20"),
+    ), (T_REL_SURR + "::test_coms_released_defaults",)),
+    Mutant("hparams_keep_fixed_settings", "a subclass's hparams keep the settings it fixes (its checkpoint cannot reload)", (
+        Edit(SURROGATE, "                                          if k not in accepted])",
+             "                                          if False])"),
+    ), ("tests/methods/test_extending_example.py",)),
+    Mutant("gradient_defaults_win", "the method's search defaults override what --ascent.* set", (
+        Edit("lightning_mbo/search/gradient.py", "GradientAscent(**{**defaults.as_dict(), **given})",
+             "GradientAscent(**{**given, **defaults.as_dict()})"),
+    ), ("tests/search/test_gradient.py",)),
+    Mutant("gradient_prefixes_results", "gradient ascent's results named gradient_ascent/<method>", (
+        Edit("lightning_mbo/search/gradient.py", "return method  # the methods' own search",
+             'return f"{self.name}/{method}"'),
+    ), ("tests/search/test_gradient.py",)),
     Mutant("download_keeps_by_existence", "data download keeps present files without checking their checksum", (
         Edit("lightning_mbo/tasks/commands/download.py", "        if checksum_ok(local, remote):",
              "        if local.is_file():"),
