@@ -195,7 +195,9 @@ def read_runs(path: Path) -> list[dict[str, Any]]:
 
 def write_table(rows: list[dict[str, Any]], out: Path, label: str = "", machine: str | None = None) -> None:
     """Write ``table.md``, ``table.csv``, ``table.png`` and ``runs.csv`` (every run's row, from which
-    the table can be made again: ``python -m lightning_mbo results <out>``) into ``out`` (atomically)."""
+    the table can be made again: ``python -m lightning_mbo results <out>``) into ``out`` (atomically),
+    with the comparison (``comparison.csv``, ``comparison.png``) and both figures as TensorBoard images
+    (``<out>/tensorboard``)."""
     table = summarize(rows)
     machine = machine or _provenance()
     text = format_table(table, label, machine)
@@ -218,6 +220,28 @@ def write_table(rows: list[dict[str, Any]], out: Path, label: str = "", machine:
     if label:
         atomic_write(out / "label.txt", lambda f: f.write(label.encode()))
     _plot(table, out / "table.png")
+    _tensorboard_images(out)
+
+
+def _tensorboard_images(out: Path) -> None:
+    """``table.png`` and ``comparison.png`` as TensorBoard images (``grid/table``, ``grid/comparison``)
+    in ``<out>/tensorboard`` (``tensorboard --logdir <out>``): the event file of an earlier table of
+    this folder is replaced, so the folder holds one image of each."""
+    import matplotlib.image  # noqa: PLC0415
+    from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415
+
+    logdir = out / "tensorboard"
+    old = list(logdir.glob("events.out.tfevents.*"))
+    writer = SummaryWriter(str(logdir))
+    try:
+        for name in ("table", "comparison"):
+            png = out / f"{name}.png"
+            if png.is_file():
+                writer.add_image(f"grid/{name}", matplotlib.image.imread(png)[..., :3], 0, dataformats="HWC")
+    finally:
+        writer.close()
+    for path in old:
+        path.unlink(missing_ok=True)
 
 
 def _plot(table: list[dict[str, Any]], path: Path) -> None:

@@ -135,6 +135,15 @@ def test_a_grid_table_and_results_from_its_runs_csv_give_the_same_comparison(tmp
     written = (tmp_path / "grid" / "table.md").read_text()
     assert "| TFBind8-Exact-v0 | coms | 3 / 3 | +0.100 [+0.067, +0.133] | 0.1 | improved |" in written
     assert (tmp_path / "grid" / "comparison.png").is_file() and (tmp_path / "grid" / "comparison.csv").is_file()
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: PLC0415
+
+    events = EventAccumulator(str(tmp_path / "grid" / "tensorboard"))
+    events.Reload()
+    assert set(events.Tags()["images"]) == {"grid/table", "grid/comparison"}
+    image = events.Images("grid/comparison")[0]
+    assert image.width > 100 and image.height > 100
+    benchmark.write_table(rows, tmp_path / "grid", "hand-made", "machine: test")  # remade: one event file
+    assert len(list((tmp_path / "grid" / "tensorboard").glob("events.out.tfevents.*"))) == 1
     _fresh()
     benchmark.collect([str(tmp_path / "grid")])  # reads runs.csv back, prints the table and comparison
     printed = capsys.readouterr().out
