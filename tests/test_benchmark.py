@@ -118,6 +118,7 @@ TINY = ["--config=configs/quick.yaml", "--trainer.max_epochs=1", "--data.max_sam
         "--model.init_args.hidden=[16, 16]", "--model.init_args.members=2"]
 
 
+@pytest.mark.slow  # four real fits through submitit (minutes)
 def test_two_by_two_grid_runs_two_at_a_time_on_the_local_executor(tmp_path: Path, monkeypatch) -> None:
     from lightning_mbo.dispatch import Executor  # noqa: PLC0415
 
@@ -138,6 +139,7 @@ def test_two_by_two_grid_runs_two_at_a_time_on_the_local_executor(tmp_path: Path
     assert "- 100th percentile: 1 case: " in table
 
 
+@pytest.mark.slow  # a fit interrupted and resumed through submitit; resuming is also tested in tests/test_scale.py
 def test_a_job_resumes_from_its_last_checkpoint(tmp_path: Path, monkeypatch) -> None:
     from lightning_mbo.dispatch import FitJob  # noqa: PLC0415
 

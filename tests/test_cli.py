@@ -103,7 +103,12 @@ def _applies(overlay: Path, method: Path) -> bool:
     return searcher is None or searcher == ((cfg.get("ascent") or {}).get("searcher") or {}).get("class_path")
 
 
-@pytest.mark.parametrize("path", METHODS, ids=_ids(METHODS))
+#: TFBind8's configs (the task that ships) in the default suite; the other tasks' are ``slow`` (each config
+#: alone is resolved in the default suite by tests/test_config_snapshot.py all the same).
+METHOD_PARAMS = [p if p.parent.name == "tfbind8" else pytest.param(p, marks=pytest.mark.slow) for p in METHODS]
+
+
+@pytest.mark.parametrize("path", METHOD_PARAMS, ids=_ids(METHODS))
 def test_method_config_parses_alone_and_with_each_overlay_meant_for_it(path, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for stack in [[path], *([path, o] for o in OVERLAYS if _applies(o, path))]:
@@ -122,6 +127,7 @@ def test_overlay_parses_over_the_default_config(path, capsys, tmp_path, monkeypa
     _check_merged(_print_config(stack, capsys), stack)
 
 
+@pytest.mark.slow  # every run of every grid resolved (minutes); tests/test_grid_configs.py checks them cheaply
 @pytest.mark.parametrize("path", BENCHMARKS, ids=_ids(BENCHMARKS))
 def test_benchmark_config_parses_and_its_runs_parse(path, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "gpu_check.py"
 
@@ -21,6 +23,7 @@ def _module():
     return mod
 
 
+@pytest.mark.slow  # the whole GPU check at smoke scale on the CPU (minutes)
 def test_smoke_run_writes_every_cell_and_the_comparison(tmp_path):
     out = tmp_path / "out"
     env = {k: v for k, v in os.environ.items() if k not in ("OUT", "LIGHTNING_MBO_DATA_DIR")}

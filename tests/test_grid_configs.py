@@ -41,8 +41,10 @@ def test_grid_names_existing_configs_and_distinct_runs(path):
         assert sorted(covered) == sorted(seeds) or grid.get("replicates", 1) > 1
 
 
-@pytest.mark.parametrize("path", [p for p in GRIDS if any(r.get("stack") for r in yaml.safe_load(p.read_text())["runs"])],
-                         ids=lambda p: p.stem)
+STACKING = [p for p in GRIDS if any(r.get("stack") for r in yaml.safe_load(p.read_text())["runs"])]
+
+
+@pytest.mark.parametrize("path", STACKING, ids=lambda p: p.stem)
 def test_stacked_runs_are_of_the_class_proven_to_stack(path, tmp_path):
     grid, runs = _runs(path)
     for run in (r for r in runs if r.stack):

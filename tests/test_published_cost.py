@@ -62,6 +62,7 @@ def test_eight_seeds_and_the_decision(pc) -> None:
     assert pc.decide(total) == pc.GPU  # 8 x 170 s = 22.7 min
 
 
+@pytest.mark.slow  # real fits of several cells (about a minute)
 def test_smoke_run_writes_the_table(tmp_path: Path) -> None:
     out = tmp_path / "out"
     env = {**{k: v for k, v in os.environ.items() if k != "LIGHTNING_MBO_DATA_DIR"}, "OMP_NUM_THREADS": "1"}

@@ -266,6 +266,7 @@ def test_outer_dot_equals_autograd(activation: str, data_chunk: int | None) -> N
             torch.testing.assert_close(u[member, a], ref.detach(), rtol=1e-10, atol=1e-14)
 
 
+@pytest.mark.slow  # memory-sized chunks measured on large activations (about a minute)
 def test_auto_chunk_on_cpu_keeps_each_activation_near_8_mib() -> None:
     """On CPU a chunk's ``(copies, rows, width)`` activation stays near 8 MiB, never under 64 rows."""
     x_data = torch.zeros(32898, D)

@@ -31,6 +31,7 @@ def ddp_runs(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow  # two-process DDP fits (a minute); IGNITE's and the surrogate's DDP tests stay in the default suite
 @pytest.mark.parametrize("case", ["plain", "ignite"])
 def test_two_process_ddp_matches_one_process(ddp_runs: Path, tmp_path: Path, case: str) -> None:
     worker = load_worker(WORKER)

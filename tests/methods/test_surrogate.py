@@ -74,12 +74,14 @@ def test_replicates_aggregate_their_own_members_only() -> None:
 def test_design_baselines_step_size_is_one_hundredth_of_sqrt_d() -> None:
     model = Surrogate(D, hidden=(8,))
     data = SearchData(torch.zeros(3, D), torch.zeros(3), discrete=True)
-    assert DesignAscent().settings(model, data) == SearchSettings(steps=200, lr=0.01 * math.sqrt(24), optimizer="sgd")
-    assert DesignAscent().settings(model, data).lr == pytest.approx(0.0489898, rel=1e-5)
+    searcher = DesignAscent().searcher.configure(model.search_defaults(data))
+    assert searcher.settings() == SearchSettings(steps=200, lr=0.01 * math.sqrt(24), optimizer="sgd").as_dict()
+    assert searcher.lr == pytest.approx(0.0489898, rel=1e-5)
     wide = SearchData(torch.zeros(3, 300), torch.zeros(3), discrete=False)
     assert Surrogate(300, hidden=(8,)).search_defaults(wide).lr == pytest.approx(0.01 * math.sqrt(300))
     # What the search callback is given wins over the method's defaults.
-    assert DesignAscent(lr=0.2, steps=3).settings(model, data) == SearchSettings(3, 0.2, "sgd")
+    given = DesignAscent(lr=0.2, steps=3).searcher.configure(model.search_defaults(data))
+    assert given.settings() == SearchSettings(3, 0.2, "sgd").as_dict()
 
 
 def test_reported_rho_grad_norm_is_rho_times_the_norm() -> None:

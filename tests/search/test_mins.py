@@ -89,6 +89,7 @@ def test_the_seed_fixes_the_designs() -> None:
     assert not torch.equal(out.x, other.x)
 
 
+@pytest.mark.slow  # two GAN searches (half a minute)
 def test_only_use_oracle_lets_the_surrogate_change_the_designs() -> None:
     """The released offline run never consults the surrogate: two different score functions give
     the same designs. With ``use_oracle`` its labels enter the data, so they differ, and the
@@ -136,6 +137,7 @@ def test_diagnostics_say_what_the_generator_was_conditioned_on() -> None:
     assert low["conditioned_y"] == [pytest.approx(best, rel=1e-3)] * 32 and low["flags"] == []
 
 
+@pytest.mark.slow  # a GAN trained on the quadratic (half a minute)
 def test_continuous_designs_move_towards_the_quadratic_optimum() -> None:
     """``-||x - 0.5||²`` on 512 points uniform in [-2, 2]²: after 40 epochs (batch 32) the samples
     at the best score are far closer to the optimum than the data (mean -3.2)."""
