@@ -209,11 +209,12 @@ class StackedMLP(nn.Module):
         Returns:
             ``(M, B, out_features)``.
         """
+        members = self.layers[0].weight.shape[0]  # a slice of the members under torch.func.functional_call
         if x.dim() == 2:
-            x = x.unsqueeze(0).expand(self.members, -1, -1)
-        if x.dim() != 3 or x.shape[0] != self.members or x.shape[-1] != self.in_features:
+            x = x.unsqueeze(0).expand(members, -1, -1)
+        if x.dim() != 3 or x.shape[0] != members or x.shape[-1] != self.in_features:
             raise ValueError(
-                f"expected inputs of shape (B, {self.in_features}) or ({self.members}, B, {self.in_features}), "
+                f"expected inputs of shape (B, {self.in_features}) or ({members}, B, {self.in_features}), "
                 f"got {tuple(x.shape)}"
             )
         if self.embed is not None:

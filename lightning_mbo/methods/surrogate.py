@@ -150,13 +150,50 @@ class Surrogate(SeedReplicates, pl.LightningModule):
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
         """Predicted mean ``(M, B)`` and log-std ``(M, B)`` (None for the MSE head) of ``x``
         of shape ``(B, D)`` or ``(M, B, D)``."""
-        out = self.net(x)
+        return self._head(self.net(x), slice(None))
+
+    def _head(self, out: Tensor, members: slice) -> tuple[Tensor, Tensor | None]:
+        """Mean and bounded log-std of the networks ``members`` from their outputs ``(M, B, 1 or 2)``."""
         if self.head == "mse":
             return out[..., 0], None
         mean, logstd = out[..., 0], out[..., 1]
-        logstd = self.max_logstd - F.softplus(self.max_logstd - logstd)
-        logstd = self.min_logstd + F.softplus(logstd - self.min_logstd)
+        high, low = self.max_logstd[members], self.min_logstd[members]
+        logstd = high - F.softplus(high - logstd)
+        logstd = low + F.softplus(logstd - low)
         return mean, logstd
+
+    def own_members(self, x: Tensor, replicate: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Mean and log-std ``(K, N)`` (log-std None for the MSE head) of the ``K`` members of each
+        design's own replicate, for designs ``x`` ``(N, D)`` and their replicates ``(N,)``.
+
+        Each network runs on its own replicate's designs only: designs of one replicate (a searcher
+        run per replicate) meet that replicate's ``K`` networks alone, equal blocks of every
+        replicate in order (gradient ascent over all replicates) meet their own networks as
+        per-member inputs, and any other order takes every network on every design. The networks
+        compute what a plain run of the replicate's seed computes, at ``1 / replicates`` of the cost
+        of running every network on every design.
+        """
+        reps, n = self.replicates, x.shape[0]
+        k = self.num_members // reps
+        if reps == 1:
+            return self(x)
+        first = int(replicate[0]) if n else 0
+        if bool((replicate == first).all()):
+            part = slice(first * k, (first + 1) * k)
+            params = {name: p[part] for name, p in self.net.named_parameters()}
+            return self._head(torch.func.functional_call(self.net, params, (x,)), part)
+        per = n // reps
+        blocks = torch.arange(reps, device=replicate.device).repeat_interleave(per)
+        if n % reps == 0 and torch.equal(replicate, blocks):
+            mean, logstd = self(x.reshape(reps, per, *x.shape[1:]).repeat_interleave(k, 0))  # (R K, n / R)
+
+            def fold(t: Tensor) -> Tensor:
+                return t.view(reps, k, per).transpose(0, 1).reshape(k, n)
+
+            return fold(mean), (None if logstd is None else fold(logstd))
+        mean, logstd = self(x)
+        index = (replicate * k).view(1, -1) + torch.arange(k, device=x.device).view(-1, 1)  # (K, N)
+        return mean.gather(0, index), (None if logstd is None else logstd.gather(0, index))
 
     def member_losses(self, mean: Tensor, logstd: Tensor | None, y: Tensor, rows: int | None = None,
                       weights: tuple[Tensor, Tensor] | None = None) -> Tensor:
@@ -339,14 +376,12 @@ class Surrogate(SeedReplicates, pl.LightningModule):
             replicate: ``(N,)`` which replicate's members score each design (None: replicate 0's
                 members when there is one replicate).
         """
-        mean, _ = self(x)  # (replicates * members, N)
-        mean = mean.view(self.replicates, self.hparams.members, -1)
-        agg = mean.mean(1) if self.aggregate == "mean" else mean.min(1).values  # (replicates, N)
         if replicate is None:
             if self.replicates > 1:
                 raise ValueError("with several replicates, say which replicate scores each design")
-            return agg[0]
-        return agg.gather(0, replicate.view(1, -1)).squeeze(0)
+            replicate = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+        mean, _ = self.own_members(x, replicate)  # (members, N)
+        return mean.mean(0) if self.aggregate == "mean" else mean.min(0).values
 
     def search_objective(self, x0: Tensor, data: SearchData, candidate_ids: Tensor, num_total: int) -> SearchObjective:
         """The aggregated prediction of each candidate's replicate (no per-step hook), and with the
@@ -365,11 +400,8 @@ class Surrogate(SeedReplicates, pl.LightningModule):
     def predictive(self, x: Tensor, replicate: Tensor) -> Tensor:
         """``(2, K, N)``: the means and standard deviations of the ``K = members`` Gaussian members
         of each design's replicate (``replicate`` ``(N,)``), for designs ``x`` ``(N, D)``."""
-        mean, logstd = self(x)
-        k = self.hparams.members
-        both = torch.stack([mean, logstd.exp()]).view(2, self.replicates, k, -1)  # (2, R, K, N)
-        index = replicate.view(1, 1, 1, -1).expand(2, 1, k, -1)
-        return both.gather(1, index).squeeze(1)
+        mean, logstd = self.own_members(x, replicate)
+        return torch.stack([mean, logstd.exp()])
 
     def replicate_of(self, candidate_ids: Tensor, num_total: int) -> Tensor:
         """Replicate of each candidate: candidates come in ``replicates`` blocks of ``num_total / replicates``."""

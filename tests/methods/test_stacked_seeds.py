@@ -88,3 +88,34 @@ def test_seeds_cannot_stack_over_a_seeded_subsample() -> None:
     dm = MBODataModule(max_samples=300, subsample="random", seed=0)
     with pytest.raises(SettingsError, match="separate jobs"):
         dm.connect(members=2, seeds=[0, 1])
+
+
+@pytest.mark.parametrize("head", ["gaussian", "mse"])
+@pytest.mark.parametrize("embedding", [None, [4, 8]])
+def test_own_members_equal_every_network_on_every_design_then_gathered(head, embedding) -> None:
+    """``Surrogate.own_members`` runs each network on its own replicate's designs only; it must give what
+    running every network on every design and gathering each design's replicate gives, for designs of
+    one replicate, equal blocks of every replicate in order, and any other order."""
+    import torch  # noqa: PLC0415
+
+    from lightning_mbo.methods import Surrogate  # noqa: PLC0415
+
+    torch.manual_seed(0)
+    reps, k, n = 3, 2, 12
+    model = Surrogate(5, members=k, hidden=[7], head=head, replicates=reps, embedding=embedding)
+    x = torch.randint(0, 4, (n, 5)).float() if embedding else torch.randn(n, 5)
+
+    def reference(replicate):
+        mean, logstd = model(x)  # (R K, N)
+        index = (replicate * k).view(1, -1) + torch.arange(k).view(-1, 1)
+        return mean.gather(0, index), None if logstd is None else logstd.gather(0, index)
+
+    cases = [torch.full((n,), 1), torch.arange(reps).repeat_interleave(n // reps), torch.randint(0, reps, (n,))]
+    for replicate in cases:
+        got, want = model.own_members(x, replicate), reference(replicate)
+        assert torch.allclose(got[0], want[0], atol=1e-6, rtol=1e-5)
+        assert (got[1] is None) == (want[1] is None)
+        if got[1] is not None:
+            assert torch.allclose(got[1], want[1], atol=1e-6, rtol=1e-5)
+        aggregated = model.predict_designs(x, replicate)
+        assert torch.allclose(aggregated, want[0].mean(0), atol=1e-6, rtol=1e-5)
