@@ -34,11 +34,11 @@ def test_grid_names_existing_configs_and_distinct_runs(path):
         for config in run.configs:
             assert (REPO / config).is_file(), f"{path.name}: run {run.name} names a missing config {config}"
     assert grid.get("output_dir", "").startswith("benchmarks/results/") or "output_dir" not in grid
-    seeds = grid.get("seeds", [0])
+    seeds, replicates = grid.get("seeds", [0]), grid.get("replicates", 1)
     for run in runs:
-        jobs = _seed_jobs(run, seeds, grid.get("replicates", 1))
-        covered = [s + k for s, count in jobs for k in range(count)]
-        assert sorted(covered) == sorted(seeds) or grid.get("replicates", 1) > 1
+        covered = [s + k for s, count in _seed_jobs(run, seeds, replicates) for k in range(count)]
+        # every seed runs once: the grid's seeds, each with its replicates' seeds when it stacks per job
+        assert sorted(covered) == sorted(seeds if run.stack else [s + k for s in seeds for k in range(replicates)])
 
 
 STACKING = [p for p in GRIDS if any(r.get("stack") for r in yaml.safe_load(p.read_text())["runs"])]

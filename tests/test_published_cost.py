@@ -3,7 +3,6 @@ the arithmetic it extrapolates and decides by, on hand numbers."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -13,17 +12,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.scripts import load_benchmark
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "published_cost.py"
 
 
 @pytest.fixture(scope="module")
 def pc():
-    spec = importlib.util.spec_from_file_location("published_cost", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["published_cost"] = mod  # dataclasses look their module up while the class is made
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("published_cost")
 
 
 def test_training_extrapolation_on_hand_numbers(pc) -> None:
