@@ -7,7 +7,6 @@ IGNITE constraint (``ignite=``) plugs into all of them through one training step
 
 from __future__ import annotations
 
-import functools
 import inspect
 import math
 from collections.abc import Callable, Sequence
@@ -23,6 +22,7 @@ from lightning_mbo.methods.best_epoch import BestMemberWeights
 from lightning_mbo.methods.ignite import GradNormConstraint, Ignite
 from lightning_mbo.methods.optim import adam
 from lightning_mbo.methods.replicates import SeedReplicates
+from lightning_mbo.methods.settings import accepted_settings
 from lightning_mbo.nn import Activation, Init, StackedMLP
 from lightning_mbo.search import SearchData, SearchObjective, SearchSettings
 from lightning_mbo.validation import SettingsError, check_choice, check_range
@@ -427,15 +427,3 @@ class Surrogate(SeedReplicates, pl.LightningModule):
         name = "grad_ascent" if self.hparams.members == 1 else f"ens_{self.aggregate}"
         return name + ("+ignite" if self.constraint is not None else "")
 
-
-@functools.cache
-def accepted_settings(cls: type) -> frozenset[str]:
-    """The settings ``cls(...)`` takes by name, as the command line resolves them: its own
-    parameters and, through ``**kwargs``, those of :class:`Surrogate` that its ``super().__init__``
-    call does not fix itself (jsonargparse reads that call; a class whose source it cannot read
-    offers every base setting)."""
-    from jsonargparse import ArgumentParser  # noqa: PLC0415  (a dependency of LightningCLI)
-
-    parser = ArgumentParser(exit_on_error=False)
-    parser.add_class_arguments(cls, "m", fail_untyped=False)
-    return frozenset(a.dest.split(".")[1] for a in parser._actions if a.dest.startswith("m."))

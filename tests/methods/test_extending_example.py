@@ -18,7 +18,8 @@ import torch
 import yaml
 
 from lightning_mbo.cli import main
-from lightning_mbo.methods.surrogate import Surrogate, accepted_settings
+from lightning_mbo.methods.settings import accepted_settings
+from lightning_mbo.methods.surrogate import Surrogate
 from lightning_mbo.validation import SettingsError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -114,7 +115,7 @@ def test_the_examples_own_test_passes(shrinkage):
 
 def test_every_shipped_method_takes_the_base_settings_it_does_not_fix():
     """COMs, RoMA, ICT and Tri-mentoring offer the base's settings without declaring them."""
-    from lightning_mbo.methods import COMs, ICT, RoMA, TriMentoring  # noqa: PLC0415
+    from lightning_mbo.methods import ICT, COMs, RoMA, TriMentoring  # noqa: PLC0415
 
     base = set(accepted_settings(Surrogate))
     fixed = {COMs: {"head", "weight_decay", "lr_schedule", "aggregate", "select_best", "embedding"},
