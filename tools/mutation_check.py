@@ -86,7 +86,8 @@ MUTANTS: tuple[Mutant, ...] = (
         Edit(MENTORING, "EPS = 1e-9", "EPS = 1e-7"),
     ), (T_MENTORING,)),
     Mutant("ens_min_ascends_mean", "Ens-Min ascends the members' mean instead of their minimum", (
-        Edit(SURROGATE, 'agg = mean.mean(1) if self.aggregate == "mean" else mean.min(1).values', "agg = mean.mean(1)"),
+        Edit(SURROGATE, 'return mean.mean(0) if self.aggregate == "mean" else mean.min(0).values',
+             "return mean.mean(0)"),
     ), (T_SURROGATE,)),
     Mutant("ascent_step_d", "design-baselines' step 0.01·D instead of 0.01·√D", (
         Edit(SURROGATE, "lr=0.01 * math.sqrt(data.input_dim)", "lr=0.01 * data.input_dim"),
@@ -245,8 +246,7 @@ MUTANTS: tuple[Mutant, ...] = (
         Edit(SURROGATE, "torch.full((members, 1), math.log(0.1))", "torch.full((members, 1), math.log(0.05))"),
     ), (T_REL_SURR + "::test_gaussian_head_soft_bounds_start_at_log_0_1_and_log_0_2",)),
     Mutant("head_hard_lower_clamp", "Gaussian head clamps the log-std hard at its lower bound, not softly", (
-        Edit(SURROGATE, "logstd = self.min_logstd + F.softplus(logstd - self.min_logstd)",
-             "logstd = torch.maximum(logstd, self.min_logstd)"),
+        Edit(SURROGATE, "logstd = low + F.softplus(logstd - low)", "logstd = torch.maximum(logstd, low)"),
     ), (T_REL_SURR + "::test_gaussian_head_soft_bounds_start_at_log_0_1_and_log_0_2",)),
     Mutant("coms_model_eps_torch", "COMs' model Adam with torch's eps 1e-8, not Keras' 1e-7", (
         Edit(COMS, "adam(model, lr=self.hparams.lr, eps=self.adam_eps)", "adam(model, lr=self.hparams.lr, eps=1e-8)"),
