@@ -18,6 +18,14 @@ in this run. CPU time is process time with one torch thread, the three modes int
 
 ``--against DIR`` runs this script alternately with ``PYTHONPATH=DIR`` (another checkout of the
 package, e.g. ``git worktree add DIR <commit>``) and with this tree, ``--rounds`` times each.
+
+``--release-python PY`` runs ``release_tf_step.py`` (the released TensorFlow step, five members
+trained one after another, plain and IGNITE's finite difference) under the interpreter ``PY``,
+which must have TensorFlow, alternately with this tree, ``--rounds`` times each, and prints the
+seconds per 100 five-member batches of both and the speed-ups:
+
+    python -m venv /tmp/tf && /tmp/tf/bin/pip install tensorflow-cpu
+    python benchmarks/step_vs_flops.py --release-python /tmp/tf/bin/python --rounds 3
 """
 
 from __future__ import annotations
@@ -62,6 +70,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--rounds", type=int, default=2, help="with --against: alternations of the two packages")
     p.add_argument("--against", default=None, help="a checkout of the package to compare with, interleaved")
+    p.add_argument("--release-python", default=None,
+                   help="an interpreter with TensorFlow: also time the released step (release_tf_step.py), interleaved")
     p.add_argument("--json", action="store_true", help="print one JSON line of results (used by --against)")
     return p.parse_args(argv)
 
@@ -237,21 +247,22 @@ def main(argv: list[str] | None = None) -> None:
     print(f"model: Surrogate, {args.members} stacked members, hidden {args.hidden}, Gaussian head, {args.task}, "
           f"batch {args.batch_size}; CPU process time, 1 torch thread; medians of {args.steps} steps per mode"
           f"{' per round' if args.against else ''}; {load_line()} at start")
-    if args.against is None:
+    if args.against is None and args.release_python is None:
         report("this tree", measure(args))
         return
     here = str(Path(__file__).resolve().parent.parent)
+    shape = ["--members", str(args.members), "--batch-size", str(args.batch_size), "--hidden", *map(str, args.hidden)]
     child = [sys.executable, __file__, "--json", "--steps", str(args.steps), "--warmup", str(args.warmup),
-             "--members", str(args.members), "--batch-size", str(args.batch_size), "--task", args.task,
-             "--hidden", *map(str, args.hidden)]
-    runs: dict[str, list[dict]] = {"before": [], "after": []}
-    for r in range(args.rounds):
-        for label, path in (("before", args.against), ("after", here))[:: 1 if r % 2 == 0 else -1]:
-            env = {**os.environ, "PYTHONPATH": path}
-            done = subprocess.run(child, env=env, capture_output=True, text=True, check=True, cwd=path)
-            runs[label].append(json.loads(done.stdout.strip().splitlines()[-1]))
-            print(f"  round {r + 1} {label}: " + ", ".join(
-                f"{m} {runs[label][-1]['times'][m]['step'] * 1e3:.0f} ms" for m in MODES), flush=True)
+             "--task", args.task, *shape]
+    if args.release_python is not None:
+        release = [args.release_python, str(Path(__file__).with_name("release_tf_step.py")), "--steps",
+                   str(args.steps), "--warmup", str(args.warmup), *shape]
+        runs = interleave({"release": (release, os.environ), "package": (child, {**os.environ, "PYTHONPATH": here})},
+                          args.rounds, here)
+        report_release(runs)
+        return
+    runs = interleave({"before": (child, {**os.environ, "PYTHONPATH": args.against}),
+                       "after": (child, {**os.environ, "PYTHONPATH": here})}, args.rounds, here)
     for label, results in runs.items():
         merged = dict(results[-1])
         merged["times"] = {m: {k: median([x["times"][m][k] for x in results]) for k in results[0]["times"][m]}
@@ -263,6 +274,51 @@ def main(argv: list[str] | None = None) -> None:
         b, a = (median([x["times"][m]["step"] for x in runs[k]]) for k in ("before", "after"))
         print(f"  {m} step: before {b * 1e3:.0f} ms, after {a * 1e3:.0f} ms ({b / a:.2f}x faster)")
 
+
+def interleave(commands: dict[str, tuple[list[str], dict]], rounds: int, cwd: str) -> dict[str, list[dict]]:
+    """Run each command ``rounds`` times, alternating their order (a, b, b, a, ...); the JSON line each prints."""
+    runs: dict[str, list[dict]] = {label: [] for label in commands}
+    for r in range(rounds):
+        for label in list(commands)[:: 1 if r % 2 == 0 else -1]:
+            command, env = commands[label]
+            done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=cwd)
+            if done.returncode != 0:
+                raise SystemExit(f"{label} run failed ({' '.join(command[:2])}):\n{done.stderr[-2000:]}")
+            runs[label].append(json.loads(done.stdout.strip().splitlines()[-1]))
+            times = runs[label][-1]["times"]
+            print(f"  round {r + 1} {label}: " + ", ".join(
+                f"{m} {step_seconds(times, m) * 1e3:.0f} ms" for m in times), flush=True)
+    return runs
+
+
+def step_seconds(times: dict, mode: str) -> float:
+    """A mode's seconds per five-member batch (the package's runs give phases, the release's a number)."""
+    return times[mode]["step"] if isinstance(times[mode], dict) else times[mode]
+
+
+def report_release(runs: dict[str, list[dict]]) -> None:
+    """Seconds per 100 five-member batches, the released TensorFlow step against this tree, medians over rounds."""
+    print(f"\nreleased step: TensorFlow {runs['release'][0]['tensorflow']}, members one after another; "
+          f"this tree: stacked members (medians over {len(runs['package'])} rounds)")
+    rows, speedups = [], {}
+    for mode in ("plain", "fd"):
+        rel = median([step_seconds(x["times"], mode) for x in runs["release"]])
+        pkg = median([step_seconds(x["times"], mode) for x in runs["package"]])
+        speedups[mode] = rel / pkg
+        rows.append([mode, f"{rel * 100:.1f}", f"{pkg * 100:.1f}", f"{rel / pkg:.2f}x", ">= 1.2x",
+                     "yes" if rel / pkg >= 1.2 else "no"])
+    print(table(rows, ["mode", "release s / 100 batches", "package s / 100 batches", "package faster", "target",
+                       "met"]))
+    rel_fd = median([step_seconds(x["times"], "fd") / step_seconds(x["times"], "plain") for x in runs["release"]])
+    pkg_fd = median([step_seconds(x["times"], "fd") / step_seconds(x["times"], "plain") for x in runs["package"]])
+    print(f"  IGNITE step / plain step: release {rel_fd:.2f}x, package {pkg_fd:.2f}x")
+    rates = [x["matmul_gflops"] for x in runs["release"]]
+    floors = [sum(v[0] for v in x["floor"]["plain"].values()) / sum(v[1] for v in x["floor"]["plain"].values())
+              for x in runs["package"]]
+    print(f"  bare matrix products (GFLOP/s, median): TensorFlow's (128 x 2048) x (2048 x 2048) {median(rates):.1f}, "
+          f"the package's plain step's products {median(floors) / 1e9:.1f}")
+    loads = [x[key][0] for r in runs.values() for x in r for key in ("load_start", "load_end")]
+    print(f"  load average (1 min) during the runs: {min(loads):.2f}-{max(loads):.2f}")
 
 if __name__ == "__main__":
     main()

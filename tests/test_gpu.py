@@ -40,8 +40,8 @@ def test_tf32_outer_pass_is_close_to_float32_and_restores_the_matmul_flag():
     """``outer_precision: tf32`` turns TensorFloat-32 on for the outer pass only: the global
     flag is what it was before (also after an error inside), and the label gradient stays
     within TF32's ~1e-3 relative precision of the float32 one, but is not bit-identical."""
-    from lightning_mbo.functional.tri_mentoring import soft_label_grad_batched
     from lightning_mbo.functional.outer_dot import OuterMSE
+    from lightning_mbo.functional.tri_mentoring import soft_label_grad_batched
     from lightning_mbo.nn import StackedMLP
 
     torch.manual_seed(0)

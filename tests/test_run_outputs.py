@@ -18,7 +18,8 @@ from lightning_mbo.tasks import QUADRATIC
 from lightning_mbo.tasks.task import Task
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = ["--config", str(REPO / "configs" / "tfbind8" / "ens_mean.yaml"), "--config", str(REPO / "configs" / "quick.yaml"),
+TINY = ["--config", str(REPO / "configs" / "tfbind8" / "ens_mean.yaml"),
+        "--config", str(REPO / "configs" / "quick.yaml"),
         "--trainer.max_epochs", "1", "--data.max_samples", "1000", "--model.init_args.hidden", "[8]",
         "--model.init_args.members", "2", "--ascent.steps", "2", "--trainer.enable_progress_bar", "false",
         "--trainer.enable_model_summary", "false"]

@@ -97,7 +97,8 @@ MUTANTS: tuple[Mutant, ...] = (
              '"rho_grad_norm": self.norm_ema.tolist()'),
     ), (T_SURROGATE,)),
     Mutant("table_mean_is_max", "the benchmark table's mean replaced by the max", (
-        Edit("lightning_mbo/table.py", "float(values.mean()), float(values.std())", "float(values.max()), float(values.std())"),
+        Edit("lightning_mbo/table.py", "float(values.mean()), float(values.std())",
+             "float(values.max()), float(values.std())"),
     ), ("tests/test_benchmark.py",)),
     Mutant("table_std_constant", "the benchmark table's std replaced by a constant", (
         Edit("lightning_mbo/table.py", "float(values.mean()), float(values.std())", "float(values.mean()), 0.0"),
@@ -222,7 +223,8 @@ MUTANTS: tuple[Mutant, ...] = (
         Edit(CMA, "np.stack([es.result.xbest if es.result.xbest", "np.stack([es.mean if es.result.xbest"),
     ), (T_RELEASED + "::test_cma_es_returns_cmas_xbest",)),
     Mutant("bo_qei_no_label_noise", "BO-qEI labels proposals with the bare prediction (no N(0, 0.1^2))", (
-        Edit(BO, "new_y = pred + self.label_noise_std * torch.randn", "new_y = pred + 0 * self.label_noise_std * torch.randn"),
+        Edit(BO, "new_y = pred + self.label_noise_std * torch.randn",
+             "new_y = pred + 0 * self.label_noise_std * torch.randn"),
     ), (T_RELEASED + "::test_bo_qei_labels_proposals_with_prediction_plus_n0_01_noise",)),
     Mutant("bo_qei_noise_0.01", "BO-qEI label noise std 0.01 instead of 0.1", (
         Edit(BO, "label_noise_std: float = 0.1,", "label_noise_std: float = 0.01,"),
@@ -257,7 +259,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("best_epoch_nan_as_zero", "best-epoch selection counts a NaN Pearson as 0, not -1", (
         Edit(BEST, "nan=-1.0", "nan=0.0"),
     ), (T_REL_SURR + "::test_best_epoch_keeps_each_members_best_and_nan_counts_as_minus_one",)),
-    Mutant("best_epoch_nan_never_kept", "best-epoch selection counts a NaN Pearson as -inf (an all-NaN member keeps nothing)", (
+    Mutant("best_epoch_nan_never_kept",
+           "best-epoch selection counts a NaN Pearson as -inf (an all-NaN member keeps nothing)", (
         Edit(BEST, "nan=-1.0", "nan=-math.inf"),
     ), (T_REL_SURR + "::test_best_epoch_an_all_nan_member_keeps_its_first_epoch",)),
     Mutant("best_epoch_tie_takes_later", "best-epoch selection takes the later epoch on a tie", (
@@ -273,9 +276,11 @@ MUTANTS: tuple[Mutant, ...] = (
         Edit(ASCENT, "datamodule.score(task.top_k(self.num_candidates)[0])", "task.top_k(self.num_candidates)[1]"),
     ), (T_OUTPUTS + "::test_start_score_is_the_oracle_on_the_unmodified_top_designs",)),
     Mutant("replicate_rows_share_prediction", "every replicate's row reports the predicted score of all candidates", (
-        Edit(ASCENT, '"mean_predicted_final": float(pred[-1, idx].mean())', '"mean_predicted_final": float(pred[-1].mean())'),
+        Edit(ASCENT, '"mean_predicted_final": float(pred[-1, idx].mean())',
+             '"mean_predicted_final": float(pred[-1].mean())'),
     ), (T_OUTPUTS + "::test_each_replicate_row_carries_its_own_predicted_scores",)),
-    Mutant("runner_key_first_line", "the runner reuses a finished run when only the resolved config's first line matches", (
+    Mutant("runner_key_first_line",
+           "the runner reuses a finished run when only the resolved config's first line matches", (
         Edit(BENCH, "    if saved == resolved:", "    if saved.splitlines()[:1] == resolved.splitlines()[:1]:"),
     ), (T_RUNNER + "::test_runner_reuses_refuses_and_reruns_by_resolved_config",)),
     Mutant("runner_ignores_changed", "the runner reruns a changed run without --rerun_changed", (
@@ -305,7 +310,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("coms_search_steps_20", "COMs searches 20 steps, not the released 50", (
         Edit(COMS, "SEARCH_STEPS = 50", "SEARCH_STEPS = 20"),
     ), (T_REL_SURR + "::test_coms_released_defaults",)),
-    Mutant("hparams_keep_fixed_settings", "a subclass's hparams keep the settings it fixes (its checkpoint cannot reload)", (
+    Mutant("hparams_keep_fixed_settings",
+           "a subclass's hparams keep the settings it fixes (its checkpoint cannot reload)", (
         Edit(SURROGATE, "                                          if k not in accepted])",
              "                                          if False])"),
     ), ("tests/methods/test_extending_example.py",)),

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from lightning_mbo.functional.outer_dot import OuterMSE, auto_chunk, outer_dot
 from lightning_mbo.functional.tri_mentoring import (
     EPS,
     disagreement_mask,
@@ -23,7 +24,6 @@ from lightning_mbo.functional.tri_mentoring import (
     summed_rank_labels,
 )
 from lightning_mbo.functional.tri_mentoring_higher import mentor_proxy_higher, soft_label_grad_higher
-from lightning_mbo.functional.outer_dot import OuterMSE, auto_chunk, outer_dot
 from lightning_mbo.nn import StackedMLP, member_forward, member_module, member_params
 
 F64 = torch.float64

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from lightning_mbo.search import BOqEI, CMAES, Reinforce, SearchData
+from lightning_mbo.search import CMAES, BOqEI, Reinforce, SearchData
 from lightning_mbo.tasks import to_logits
 
 # --- CMA-ES -------------------------------------------------------------------------------
