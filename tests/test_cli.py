@@ -293,6 +293,7 @@ def test_ascend_from_checkpoint_reproduces_fit(quick_run, tmp_path, monkeypatch)
     np.testing.assert_array_equal(np.load(out / "scores.npy"), np.load(log_dir / "scores.npy"))
 
 
+@pytest.mark.slow  # 20 full epochs (1-1.5 min on 2 shared cores); the default command itself runs in test_docs_commands
 def test_default_run_reaches_095(tmp_path, monkeypatch):
     """``python -m lightning_mbo fit``: TFBind8, one 2x256 surrogate, 20 epochs (about 30 s on a CPU)."""
     monkeypatch.chdir(tmp_path)
