@@ -54,8 +54,12 @@ class Run:
     stack: bool = False
 
 
-#: The class whose stacked replicate k is proven to be the plain run of seed s + k (test_stacked_seeds.py).
-STACKABLE = "lightning_mbo.methods.Surrogate"
+#: The classes whose stacked replicate k is proven to be the plain run of seed s + k (test_stacked_seeds.py):
+#: the Surrogate (GA, Ens-Mean/Min and every searcher on its members), COMs and RoMA. ICT and Tri-mentoring
+#: stack in one module too, but their equality with plain runs is not proven: their seeds run as separate jobs.
+STACKABLE = frozenset({"lightning_mbo.methods.Surrogate", "lightning_mbo.methods.COMs",
+                       "lightning_mbo.methods.coms.COMs", "lightning_mbo.methods.RoMA",
+                       "lightning_mbo.methods.roma.RoMA"})
 
 
 def run_grid(
@@ -153,10 +157,10 @@ def _check_stackable(run: Run, resolved: str) -> None:
         return
     model = config.get("model") if isinstance(config, dict) else None
     path = model.get("class_path") if isinstance(model, dict) else None
-    if path is not None and path != STACKABLE:
+    if path is not None and path not in STACKABLE:
         raise SettingsError(f"run {run.name}: {path} does not stack seeds as a batch dimension (its replicates are "
-                            "not proven to be plain runs of their seeds); set stack: false and replicates 1 to run "
-                            "each seed as its own job")
+                            "not proven to be plain runs of their seeds; Surrogate, COMs and RoMA are); set stack: "
+                            "false and replicates 1 to run each seed as its own job")
 
 
 def _fit_args(run: Run, seed: int, run_dir: Path, args: list[str] | None, replicates: int) -> list[str]:

@@ -164,6 +164,9 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("roma_perturbation_kept", "RoMA's weight perturbation is never removed", (
         Edit("lightning_mbo/methods/roma.py", "torch._foreach_sub_(perturbed, perturbation)", "pass"),
     ), (T_ROMA,)),
+    Mutant("roma_noise_global_rng", "RoMA's training noise from the global RNG, not each replicate's seed", (
+        Edit("lightning_mbo/methods/roma.py", "self.step_normals(x, rows, self.global_step)", "torch.randn_like(x)"),
+    ), ("tests/methods/test_stacked_seeds.py::test_replicate_k_is_the_plain_run_of_seed_s_plus_k",)),
     Mutant("coteaching_no_exchange", "ICT's students train on their own small-loss picks, not their peer's", (
         Edit(COTEACH, "return small_loss_indices(losses, n).flip(-2)", "return small_loss_indices(losses, n)"),
     ), (T_COTEACH,)),

@@ -18,7 +18,8 @@ from lightning_mbo.tasks.task import Encoding, OracleNormalization, Subsample, T
 from lightning_mbo.validation import SettingsError, check_range
 
 
-def _dist_rank_world() -> tuple[int, int]:
+def dist_rank_world() -> tuple[int, int]:
+    """``(rank, world size)`` of the data-parallel group, ``(0, 1)`` in one process."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
@@ -91,7 +92,7 @@ class MemberBatches(IterableDataset):
         return torch.gather(self.rows, 1, perm)
 
     def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
-        rank, world = _dist_rank_world()
+        rank, world = dist_rank_world()
         order = self.order(self.epoch_fn())
         for b in range(len(self)):
             idx = order[:, b * self.batch_size:(b + 1) * self.batch_size]

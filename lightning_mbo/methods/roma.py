@@ -145,13 +145,14 @@ class RoMA(Surrogate):
         # Keras' Adam (epsilon 1e-7), as the released TF2 code.
         return adam(self.parameters(), lr=self.hparams.lr, eps=self.adam_eps)
 
-    def noisy(self, x: Tensor) -> Tensor:
-        """The batch with fresh Gaussian noise (released ``cont_noise``)."""
-        return x + self.hparams.noise_std * torch.randn_like(x)
+    def noisy(self, x: Tensor, rows: int | None = None) -> Tensor:
+        """The batch with fresh Gaussian noise (released ``cont_noise``), each replicate's from its own seed
+        and the step (:meth:`~lightning_mbo.methods.replicates.SeedReplicates.step_normals`)."""
+        return x + self.hparams.noise_std * self.step_normals(x, rows, self.global_step)
 
     def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
         x, y, rows, weights = self._unpack(batch)
-        x = self.noisy(x)
+        x = self.noisy(x, rows)
         hp, opt = self.hparams, self.optimizers()
         opt.zero_grad()
         perturbed = [p for _, p in self.adapted_parameters()]

@@ -118,7 +118,7 @@ def test_two_ranks_split_the_global_batch(monkeypatch, batch_size):
     single = _batches(dm)
     per_rank = []
     for rank in (0, 1):
-        monkeypatch.setattr(datamodule_module, "_dist_rank_world", lambda rank=rank: (rank, 2))
+        monkeypatch.setattr(datamodule_module, "dist_rank_world", lambda rank=rank: (rank, 2))
         per_rank.append(_batches(dm))
     assert len(per_rank[0]) == len(per_rank[1]) == len(single)
     for (x, y, n), (x0, y0, n0), (x1, y1, n1) in zip(single, *per_rank, strict=True):

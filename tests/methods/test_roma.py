@@ -203,8 +203,8 @@ def fit_batches(dm: MBODataModule, model: RoMA, batches: int) -> list[tuple[Tens
         ys.append(out[1].clone())
         return out
 
-    def record_noisy(x):
-        out = noisy(x)
+    def record_noisy(x, rows=None):
+        out = noisy(x, rows)
         seen.append((out.clone(), ys[-1]))
         return out
 

@@ -19,7 +19,7 @@ from lightning_mbo.validation import SettingsError
 REPO = Path(__file__).resolve().parents[2]
 
 TINY = [
-    "--trainer.max_epochs=2", "--model.init_args.hidden=[16]", "--model.init_args.members=2",
+    "--trainer.max_epochs=2", "--model.init_args.hidden=[16]",
     "--data.max_samples=600", "--data.subsample=stride", "--data.batch_size=64", "--data.val_size=50",
     "--data.bootstrap=true", "--ascent.num_candidates=16", "--trainer.enable_progress_bar=false",
     "--trainer.enable_model_summary=false", "--trainer.accelerator=cpu",
@@ -40,8 +40,12 @@ def _fit(tmp_path: Path, name: str, config: str, seed: int, replicates: int, ext
 
 
 @pytest.mark.parametrize(("config", "extra"), [
-    ("ens_mean.yaml", []),  # design-baselines' 200 steps
-    ("cma_es.yaml", ["--ascent.searcher.init_args.iterations=4"]),
+    ("ens_mean.yaml", ["--model.init_args.members=2"]),  # design-baselines' 200 steps
+    ("cma_es.yaml", ["--model.init_args.members=2", "--ascent.searcher.init_args.iterations=4"]),
+    ("coms.yaml", ["--model.init_args.members=2"]),  # COMs' 50 steps
+    # RoMA: one network per replicate, its training noise from each replicate's seed; a step size that moves
+    ("roma.yaml", ["--ascent.steps=10", "--ascent.lr=1.0", "--model.init_args.adapt_steps=5",
+                   "--model.init_args.perturb_steps=2"]),
 ])
 def test_replicate_k_is_the_plain_run_of_seed_s_plus_k(tmp_path: Path, config: str, extra: list[str]) -> None:
     stacked = _fit(tmp_path, "stacked", config, 3, 2, extra)
