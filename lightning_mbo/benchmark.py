@@ -55,11 +55,14 @@ class Run:
 
 
 #: The classes whose stacked replicate k is proven to be the plain run of seed s + k (test_stacked_seeds.py):
-#: the Surrogate (GA, Ens-Mean/Min and every searcher on its members), COMs and RoMA. ICT and Tri-mentoring
-#: stack in one module too, but their equality with plain runs is not proven: their seeds run as separate jobs.
-STACKABLE = frozenset({"lightning_mbo.methods.Surrogate", "lightning_mbo.methods.COMs",
-                       "lightning_mbo.methods.coms.COMs", "lightning_mbo.methods.RoMA",
-                       "lightning_mbo.methods.roma.RoMA"})
+#: the Surrogate (GA, Ens-Mean/Min and every searcher on its members), COMs, RoMA, ICT and Tri-mentoring,
+#: under the names their configs give them.
+STACKABLE = frozenset({
+    "lightning_mbo.methods.Surrogate", "lightning_mbo.methods.COMs", "lightning_mbo.methods.coms.COMs",
+    "lightning_mbo.methods.RoMA", "lightning_mbo.methods.roma.RoMA", "lightning_mbo.methods.ICT",
+    "lightning_mbo.methods.ict.ICT", "lightning_mbo.methods.TriMentoring",
+    "lightning_mbo.methods.tri_mentoring.TriMentoring",
+})
 
 
 def run_grid(
@@ -159,8 +162,8 @@ def _check_stackable(run: Run, resolved: str) -> None:
     path = model.get("class_path") if isinstance(model, dict) else None
     if path is not None and path not in STACKABLE:
         raise SettingsError(f"run {run.name}: {path} does not stack seeds as a batch dimension (its replicates are "
-                            "not proven to be plain runs of their seeds; Surrogate, COMs and RoMA are); set stack: "
-                            "false and replicates 1 to run each seed as its own job")
+                            "not proven to be plain runs of their seeds); set stack: false and replicates 1 to run "
+                            "each seed as its own job")
 
 
 def _fit_args(run: Run, seed: int, run_dir: Path, args: list[str] | None, replicates: int) -> list[str]:

@@ -78,14 +78,16 @@ def test_grid_passes_each_seed_and_labels_replicates(tmp_path: Path, monkeypatch
     assert sorted((r["run"], r["seed"]) for r in rows) == [(n, s) for n in ("sep", "st") for s in (0, 1, 2)]
     with pytest.raises(SettingsError, match="consecutive"):
         run_grid([Run("st", ["cfg.yaml"], stack=True)], seeds=[0, 2], output_dir=str(tmp_path / "t"))
-    monkeypatch.setattr(benchmark, "resolved_config", lambda args: "model:\n  class_path: lightning_mbo.methods.ICT\n")
+    monkeypatch.setattr(benchmark, "resolved_config", lambda args: "model:\n  class_path: my_package.MyMethod\n")
     with pytest.raises(SettingsError, match="does not stack seeds"):
         run_grid([Run("st", ["cfg.yaml"], stack=True)], seeds=[0, 1], output_dir=str(tmp_path / "u"))
-    calls.clear()  # RoMA's and COMs' replicates are proven plain runs (tests/methods/test_stacked_seeds.py)
-    for n, path in enumerate(("lightning_mbo.methods.roma.RoMA", "lightning_mbo.methods.COMs")):
+    calls.clear()  # the shipped methods' replicates are proven plain runs (tests/methods/test_stacked_seeds.py)
+    shipped = ("lightning_mbo.methods.roma.RoMA", "lightning_mbo.methods.COMs", "lightning_mbo.methods.ict.ICT",
+               "lightning_mbo.methods.TriMentoring")
+    for n, path in enumerate(shipped):
         monkeypatch.setattr(benchmark, "resolved_config", lambda args, path=path: f"model:\n  class_path: {path}\n")
         run_grid([Run("st", ["cfg.yaml"], stack=True)], seeds=[0, 1], output_dir=str(tmp_path / f"v{n}"))
-    assert [c.count("--model.init_args.replicates=2") for c in calls] == [1, 1]
+    assert [c.count("--model.init_args.replicates=2") for c in calls] == [1, 1, 1, 1]
 
 
 # --- the comparison with and without IGNITE (lightning_mbo.comparison) -------------------------

@@ -167,6 +167,13 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("roma_noise_global_rng", "RoMA's training noise from the global RNG, not each replicate's seed", (
         Edit("lightning_mbo/methods/roma.py", "self.step_normals(x, rows, self.global_step)", "torch.randn_like(x)"),
     ), ("tests/methods/test_stacked_seeds.py::test_replicate_k_is_the_plain_run_of_seed_s_plus_k",)),
+    Mutant("tri_noise_one_stream", "Tri-mentoring's replicates draw neighbourhoods from one stream, not their seeds'", (
+        Edit(TRI, "torch.Generator().manual_seed(base + r)", "torch.Generator().manual_seed(base)"),
+    ), ("tests/methods/test_stacked_seeds.py::test_replicate_k_is_the_plain_run_of_seed_s_plus_k",)),
+    Mutant("ict_noise_seed_offset", "ICT's replicate r draws fine-tuning noise from seed·1000003 + r, not seed + r's", (
+        Edit("lightning_mbo/methods/ict.py", "manual_seed((seed + int(r)) * 1_000_003)",
+             "manual_seed(seed * 1_000_003 + int(r))"),
+    ), ("tests/methods/test_stacked_seeds.py::test_replicate_k_is_the_plain_run_of_seed_s_plus_k",)),
     Mutant("coteaching_no_exchange", "ICT's students train on their own small-loss picks, not their peer's", (
         Edit(COTEACH, "return small_loss_indices(losses, n).flip(-2)", "return small_loss_indices(losses, n)"),
     ), (T_COTEACH,)),

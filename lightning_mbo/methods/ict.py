@@ -90,7 +90,8 @@ class ICT(Surrogate):
             paper reports), ``half`` (the better half) or ``top128``.
         backend: ``batched`` (all replicates at once, torch.func) or ``higher`` (one triple at a
             time as the released code, through ``higher``; slow, the reference).
-        finetune_seed: seed of the neighbourhood noise (``null``: the run's seed).
+        finetune_seed: seed of the neighbourhood noise (``null``: the run's seed; replicate ``r`` draws from
+            it plus ``r``, as a plain run of seed ``s + r``).
         **kwargs: :class:`Surrogate`'s other settings (``hidden``, ``weight_decay``, ``ignite``,
             ``replicates``: each replicate its own proxies, search and results row; ``adam_eps``);
             the proxies have the MSE head, search climbs their mean, and the designs are continuous
@@ -204,9 +205,10 @@ class ICT(Surrogate):
         rows = meta_rows(y, hp.reweight_mode)
         x_val, y_val = x[rows], y[rows]
         seed = torch.initial_seed() if hp.finetune_seed is None else hp.finetune_seed
+        # Replicate r's noise from its own seed (seed + r), as a plain run of that seed draws it.
         noise = torch.stack([
             draw_noise((settings.steps, settings.neighbours), x.shape[1], settings.mode,
-                       torch.Generator().manual_seed(seed * 1_000_003 + int(r)))
+                       torch.Generator().manual_seed((seed + int(r)) * 1_000_003))
             for r in groups.tolist()
         ]).to(x)
         p = hp.members

@@ -75,7 +75,8 @@ class TriMentoring(Surrogate):
             for all candidates together, on the union of their neighbourhood pairs (pairs within
             each candidate's neighbourhood), so the outer MSE is paid once per step instead of once
             per candidate. Under DDP each process mentors its own set on its own candidates.
-        mentoring_seed: seed of the neighbourhood noise (``null``: the run's seed).
+        mentoring_seed: seed of the neighbourhood noise (``null``: the run's seed; replicate ``r`` draws from
+            it plus ``r``, as a plain run of seed ``s + r``).
         **kwargs: :class:`Surrogate`'s other settings (``hidden``, ``weight_decay``, ``ignite``,
             ``replicates``: each replicate its own proxies, search and results row; ``adam_eps``);
             the proxies have the MSE head, search climbs their mean, and the designs are continuous
@@ -148,13 +149,17 @@ class TriMentoring(Surrogate):
         hp = self.hparams
         outer = OuterMSE(data.x.to(self.device), data.y.to(self.device), self.data_chunk, hp.outer_precision)
         seed = self.hparams.mentoring_seed
-        gen = torch.Generator().manual_seed(torch.initial_seed() if seed is None else seed)
+        base = torch.initial_seed() if seed is None else seed
+        # Replicate r's neighbourhoods from a generator of its own seed (base + r), as a plain run of it draws them.
+        gens = [torch.Generator().manual_seed(base + r) for r in range(self.replicates)]
+        per = num_total // self.replicates
         ids = candidate_ids.cpu()
         k, d = self.hparams.neighbours, x0.shape[1]
 
         def neighbourhoods(x: Tensor) -> Tensor:
             # One draw for all candidates of all processes, so results do not depend on the split.
-            return neighbourhood(x, k, self.hparams.delta, noise=torch.randn((num_total, k, d), generator=gen)[ids])
+            noise = torch.cat([torch.randn((per, k, d), generator=g) for g in gens])
+            return neighbourhood(x, k, self.hparams.delta, noise=noise[ids])
 
         if self.hparams.shared_proxies:
             return self._shared_search(replicate, outer, neighbourhoods)

@@ -46,6 +46,9 @@ def _fit(tmp_path: Path, name: str, config: str, seed: int, replicates: int, ext
     # RoMA: one network per replicate, its training noise from each replicate's seed; a step size that moves
     ("roma.yaml", ["--ascent.steps=10", "--ascent.lr=1.0", "--model.init_args.adapt_steps=5",
                    "--model.init_args.perturb_steps=2"]),
+    # ICT and Tri-mentoring: three proxies per replicate; each replicate's fine-tuning or mentoring noise from its seed
+    ("ict.yaml", ["--trainer.max_epochs=1", "--model.init_args.finetune_steps=10", "--model.init_args.neighbours=16"]),
+    ("tri_mentoring.yaml", ["--trainer.max_epochs=1", "--ascent.steps=25"]),
 ])
 def test_replicate_k_is_the_plain_run_of_seed_s_plus_k(tmp_path: Path, config: str, extra: list[str]) -> None:
     stacked = _fit(tmp_path, "stacked", config, 3, 2, extra)
