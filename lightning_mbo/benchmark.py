@@ -7,6 +7,7 @@ config for every seed through the same ``fit`` entry point as a single run, skip
 
 from __future__ import annotations
 
+import importlib
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,17 +53,6 @@ class Run:
     configs: list[str]
     args: list[str] = field(default_factory=list)
     stack: bool = False
-
-
-#: The classes whose stacked replicate k is proven to be the plain run of seed s + k (test_stacked_seeds.py):
-#: the Surrogate (GA, Ens-Mean/Min and every searcher on its members), COMs, RoMA, ICT and Tri-mentoring,
-#: under the names their configs give them.
-STACKABLE = frozenset({
-    "lightning_mbo.methods.Surrogate", "lightning_mbo.methods.COMs", "lightning_mbo.methods.coms.COMs",
-    "lightning_mbo.methods.RoMA", "lightning_mbo.methods.roma.RoMA", "lightning_mbo.methods.ICT",
-    "lightning_mbo.methods.ict.ICT", "lightning_mbo.methods.TriMentoring",
-    "lightning_mbo.methods.tri_mentoring.TriMentoring",
-})
 
 
 def run_grid(
@@ -160,10 +150,19 @@ def _check_stackable(run: Run, resolved: str) -> None:
         return
     model = config.get("model") if isinstance(config, dict) else None
     path = model.get("class_path") if isinstance(model, dict) else None
-    if path is not None and path not in STACKABLE:
-        raise SettingsError(f"run {run.name}: {path} does not stack seeds as a batch dimension (its replicates are "
-                            "not proven to be plain runs of their seeds); set stack: false and replicates 1 to run "
-                            "each seed as its own job")
+    if path is not None and not getattr(_import_class(path), "stacks_seeds", False):
+        raise SettingsError(f"run {run.name}: {path} does not stack seeds as a batch dimension (its class does not "
+                            "declare stacks_seeds: its replicates are not proven to be plain runs of their seeds); "
+                            "set stack: false and replicates 1 to run each seed as its own job")
+
+
+def _import_class(path: str) -> type | None:
+    """The class a config's ``class_path`` names (None where it does not import)."""
+    module, _, name = path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name, None)
+    except ImportError:
+        return None
 
 
 def _fit_args(run: Run, seed: int, run_dir: Path, args: list[str] | None, replicates: int) -> list[str]:

@@ -30,6 +30,11 @@ class SeedReplicates:
     :class:`~lightning_mbo.methods.Surrogate`: it reads ``replicates``, ``num_members``,
     ``per_member_split`` and the stacked network ``net``)."""
 
+    #: Replicate ``k`` of a stacked run is the plain run of seed ``s + k``, so a benchmark grid may stack
+    #: seeds (``stack: true``). Proven for every shipped method in tests/methods/test_stacked_seeds.py; a
+    #: method that draws anything random outside its replicates' seeds (the global RNG) sets it False.
+    stacks_seeds: bool = True
+
     def replicate_seeds(self, seed: int) -> list[int]:
         """The seed of each replicate of a run of ``seed``: ``seed, seed + 1, ...``."""
         return [int(seed) + k for k in range(self.replicates)]
