@@ -95,7 +95,7 @@ quiet_lightning()
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
-from lightning_mbo.benchmark import STACKABLE  # noqa: E402
+from lightning_mbo.benchmark import stacks_seeds  # noqa: E402
 from lightning_mbo.callbacks.design_ascent import DesignAscent  # noqa: E402
 from lightning_mbo.fit import run_cli  # noqa: E402
 from lightning_mbo.results import atomic_write, commit, save_json  # noqa: E402
@@ -509,10 +509,10 @@ def measure_small(task: str, method: str, ignite: bool, work: Path, searches: di
             cell.notes.append("8 seeds' search not measured: at least 8 x one seed's (the replicates are searched "
                               "one after another), which with the stacked training already exceeds the threshold")
         cell.eight_as = "stacked (replicates 8)"
-        if one["model"] != STACKABLE:
+        if not stacks_seeds(one["model"]):
             cell.notes.append(f"{one['model'].rsplit('.', 1)[-1]} takes replicates 8 (measured stacked), but the "
-                              f"grid runner stacks only {STACKABLE} (stack: true refused there: its replicates are not "
-                              "proven to be plain runs of their seeds)")
+                              "grid runner refuses stack: true for it (its class does not declare stacks_seeds: its "
+                              "replicates are not proven to be plain runs of their seeds)")
         cell.train_8_s, cell.search_8_s, cell.total_8_s = eight_seeds(cell.train_one_s, cell.search_one_s,
                                                                       stacked["train_s"], search8 or 0.0)
         cell.search_8_s = search8
@@ -559,7 +559,7 @@ def measure_big(task: str, method: str, ignite: bool, work: Path, rate: float, s
         trainer, model, dm = cli.trainer, cli.model, cli.datamodule
         try:  # does one module stand for 8 seeds here? (the datamodule's answer)
             dm.connect(members=SEEDS, seeds=list(range(SEEDS)))
-            stacks = "stacks as replicates 8" + ("" if cli.config["model"]["class_path"] == STACKABLE
+            stacks = "stacks as replicates 8" + ("" if stacks_seeds(cli.config["model"]["class_path"])
                                                  else " (not in the grid runner: stack: true refused)")
         except SettingsError as err:
             stacks = f"separate jobs: {err}"

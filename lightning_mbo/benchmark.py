@@ -150,19 +150,21 @@ def _check_stackable(run: Run, resolved: str) -> None:
         return
     model = config.get("model") if isinstance(config, dict) else None
     path = model.get("class_path") if isinstance(model, dict) else None
-    if path is not None and not getattr(_import_class(path), "stacks_seeds", False):
+    if path is not None and not stacks_seeds(path):
         raise SettingsError(f"run {run.name}: {path} does not stack seeds as a batch dimension (its class does not "
                             "declare stacks_seeds: its replicates are not proven to be plain runs of their seeds); "
                             "set stack: false and replicates 1 to run each seed as its own job")
 
 
-def _import_class(path: str) -> type | None:
-    """The class a config's ``class_path`` names (None where it does not import)."""
-    module, _, name = path.rpartition(".")
+def stacks_seeds(class_path: str) -> bool:
+    """Whether the method a config's ``class_path`` names declares that its seeds stack (``stacks_seeds``:
+    replicate k is the plain run of seed s + k); False for a class that does not import."""
+    module, _, name = class_path.rpartition(".")
     try:
-        return getattr(importlib.import_module(module), name, None)
+        cls = getattr(importlib.import_module(module), name, None)
     except ImportError:
-        return None
+        return False
+    return bool(getattr(cls, "stacks_seeds", False))
 
 
 def _fit_args(run: Run, seed: int, run_dir: Path, args: list[str] | None, replicates: int) -> list[str]:
