@@ -42,7 +42,7 @@ def _fit(tmp_path: Path, name: str, config: str, seed: int, replicates: int, ext
 @pytest.mark.parametrize(("config", "extra"), [
     ("ens_mean.yaml", ["--model.init_args.members=2"]),  # design-baselines' 200 steps
     ("cma_es.yaml", ["--model.init_args.members=2", "--ascent.searcher.init_args.iterations=4"]),
-    ("coms.yaml", ["--model.init_args.members=2"]),  # COMs' 50 steps
+    ("coms.yaml", ["--model.init_args.members=2", "--trainer.max_epochs=1"]),  # COMs' 50 steps
     # RoMA: one network per replicate, its training noise from each replicate's seed; a step size that moves
     ("roma.yaml", ["--ascent.steps=10", "--ascent.lr=1.0", "--model.init_args.adapt_steps=5",
                    "--model.init_args.perturb_steps=2"]),
@@ -55,7 +55,11 @@ def test_replicate_k_is_the_plain_run_of_seed_s_plus_k(tmp_path: Path, config: s
     rows = json.loads((stacked / "results.json").read_text())["rows"]
     assert [r["seed"] for r in rows] == [3, 4]
     designs = np.load(stacked / "designs.npy")
+    # Replicate 1 is the one that randomness drawn from the run's seed instead of its own gets wrong (replicate 0
+    # shares the run's seed): every method checks it, the base case checks replicate 0 too (a plain fit each).
     for k, seed in enumerate((3, 4)):
+        if k == 0 and config != "ens_mean.yaml":
+            continue
         plain = _fit(tmp_path, f"plain{seed}", config, seed, 1, extra)
         np.testing.assert_array_equal(designs[k], np.load(plain / "designs.npy"))
         row = json.loads((plain / "results.json").read_text())["rows"][0]

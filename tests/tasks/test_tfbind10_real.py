@@ -83,6 +83,7 @@ def test_quick_fit_of_a_gradient_config(tmp_path: Path, monkeypatch: pytest.Monk
     assert 0 <= row["moved_fraction"] <= 1 and row["hamming_mean"] >= 0
 
 
+@pytest.mark.slow  # the gradient config's quick fit above covers the real data's path in the default suite
 def test_quick_fit_of_a_non_gradient_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     row = _fit(tmp_path, monkeypatch, "--config", str(REPO / "configs/tfbind10/cma_es.yaml"),
                "--ascent.searcher.init_args.iterations", "3")
