@@ -62,7 +62,7 @@ class SeedReplicates:
         for seed in seeds:
             state = np.random.SeedSequence([int(seed), int(step), NOISE_STREAM]).generate_state(1)[0]
             full = torch.randn((m, rows or b, *rest), generator=torch.Generator().manual_seed(int(state)))
-            blocks.append(torch.tensor_split(full, world, dim=1)[rank] if world > 1 else full)
+            blocks.append(torch.tensor_split(full, world, dim=1)[rank])
         return torch.cat(blocks).to(like)
 
     def reseed(self, seeds: Sequence[int]) -> None:
